@@ -67,7 +67,9 @@ export async function serveSubscription(req: IncomingMessage, res: ServerRespons
 
   let count: unknown;
   try {
-    count = o.kind === 'subscribe' ? await conn.subscribe(o.target) : await conn.psubscribe(o.target);
+    // ioredis accepts Buffer channel names (binary-safe) although its types only list strings.
+    const subscribe = (o.kind === 'subscribe' ? conn.subscribe : conn.psubscribe) as unknown as (this: Client, ...names: Buffer[]) => Promise<unknown>;
+    count = await subscribe.call(conn, o.target);
   } catch (err) {
     finish();
     throw isReplyError(err) ? err : new UnavailableError('could not subscribe', { cause: err });

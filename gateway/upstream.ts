@@ -12,7 +12,7 @@
  */
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import redisErrors from 'redis-errors';
-import type { Command } from './commands.ts';
+import { RequestError, type Command } from './commands.ts';
 import { parseRedisUrl, type RedisTarget } from './config.ts';
 
 export type Client = Redis | Cluster;
@@ -46,10 +46,15 @@ const BASE: RedisOptions = {
   retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 5), 1_000),
 };
 
-function optionsFor(target: RedisTarget, extra: RedisOptions): RedisOptions {
+// ioredis's constructor types want `replyMapping` present-or-absent, never `undefined`, which
+// `exactOptionalPropertyTypes` makes visible; stating it (RESP2-shaped replies) settles that.
+type Options = RedisOptions & { replyMapping: 'legacy' };
+
+function optionsFor(target: RedisTarget, extra: RedisOptions): Options {
   return {
     ...BASE,
     ...extra,
+    replyMapping: 'legacy',
     ...(target.username !== undefined ? { username: target.username } : {}),
     ...(target.password !== undefined ? { password: target.password } : {}),
     ...(target.tls ? { tls: {} } : {}),
@@ -62,10 +67,9 @@ function connect(url: string, extra: RedisOptions = {}): Client {
   const first = target.hosts[0] ?? { host: '127.0.0.1', port: 6379 };
   if (target.kind === 'cluster') {
     const redisOptions = optionsFor(target, extra);
-    const clusterOptions: ClusterOptions = {
+    const clusterOptions: ClusterOptions & { redisOptions: Options } = {
       redisOptions,
       enableOfflineQueue: false,
-      enableAutoPipelining: true,
       clusterRetryStrategy: BASE.retryStrategy ?? (() => 1_000),
     };
     return new Cluster(target.hosts, clusterOptions);
@@ -159,6 +163,9 @@ export class Upstream {
       results = await multi.exec();
     } catch (err) {
       if (isReplyError(err)) throw err;
+      if (err instanceof Error && /same slot/i.test(err.message)) {
+        throw new RequestError(400, "CROSSSLOT Keys in the transaction don't hash to the same slot; use hash tags like {user:1}:a", { cause: err });
+      }
       throw new UnavailableError('Redis is unavailable', { cause: err });
     }
     if (results === null) throw new UnavailableError('the transaction was aborted');
