@@ -37,6 +37,9 @@ function toOutcome(result: PromiseSettledResult<unknown>): Outcome {
 }
 
 const BASE: RedisOptions = {
+  // RESP2, as the Upstash protocol expects (ioredis 6 defaults to RESP3, whose maps, pairs and
+  // doubles have other shapes).
+  protocol: 2,
   stringNumbers: true,
   enableOfflineQueue: false,
   autoResendUnfulfilledCommands: false,
