@@ -22,6 +22,11 @@ function spec(name: string, sub?: string): CommandSpec | undefined {
 export interface Command {
   name: string;
   args: Buffer[];
+  /**
+   * The name sent to Redis: upper-case for commands Redis knows (see upstream.ts on why), as the
+   * client wrote it otherwise, so `ERR unknown command '<name>'` echoes the caller's text verbatim.
+   */
+  wire?: string;
 }
 
 /** A refusal with the HTTP status the client gets; the message is safe to show. */
@@ -51,7 +56,13 @@ export function toCommand(raw: unknown, where: string): Command {
   if (raw.length === 0) throw new RequestError(400, `ERR ${where} is an empty command`);
   const [head, ...rest] = raw;
   if (typeof head !== 'string' || head === '') throw new RequestError(400, `ERR ${where}: the command name must be a non-empty string`);
-  return { name: head.toUpperCase(), args: rest.map((v, i) => toArg(v, `${where} argument ${i + 1}`)) };
+  return named(head, rest.map((v, i) => toArg(v, `${where} argument ${i + 1}`)));
+}
+
+/** Builds a command from the name as the client sent it. */
+export function named(name: string, args: Buffer[]): Command {
+  const upper = name.toUpperCase();
+  return spec(upper.toLowerCase()) ? { name: upper, args } : { name: upper, args, wire: name };
 }
 
 export function parseJson(body: Buffer): unknown {
@@ -92,7 +103,7 @@ const ADMIN = new Set([
 const CONNECTION_STATE = new Set([
   'SELECT', 'MULTI', 'EXEC', 'DISCARD', 'WATCH', 'UNWATCH', 'SUBSCRIBE', 'PSUBSCRIBE', 'SSUBSCRIBE',
   'UNSUBSCRIBE', 'PUNSUBSCRIBE', 'SUNSUBSCRIBE', 'HELLO', 'RESET', 'AUTH', 'QUIT', 'READONLY', 'READWRITE',
-  'ASKING', 'CLIENT REPLY', 'CLIENT SETNAME', 'CLIENT SETINFO', 'CLIENT TRACKING', 'CLIENT CACHING',
+  'ASKING', 'MONITOR', 'SYNC', 'PSYNC', 'CLIENT REPLY', 'CLIENT SETNAME', 'CLIENT SETINFO', 'CLIENT TRACKING', 'CLIENT CACHING',
   'CLIENT NO-EVICT', 'CLIENT NO-TOUCH',
 ]);
 

@@ -8,7 +8,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { checkCommands, metricName, parseBatch, parseSingle, RequestError, type Command } from './commands.ts';
+import { checkCommands, metricName, named, parseBatch, parseSingle, RequestError, type Command } from './commands.ts';
 import { redactUrl, type GatewayConfig, type TokenPolicy } from './config.ts';
 import { errorEntry, errorText, resultEntry } from './encode.ts';
 import { Metrics } from './metrics.ts';
@@ -64,6 +64,8 @@ class Gateway {
   readonly #bootId = randomBytes(6).toString('hex');
   readonly #streams = new Set<ServerResponse>();
   #seq = 0;
+  /** Set on shutdown: answers then carry `connection: close`, so keep-alive sockets do not linger. */
+  closing = false;
 
   constructor(config: GatewayConfig, log: (line: string) => void) {
     this.config = config;
@@ -104,7 +106,12 @@ class Gateway {
     const send = async (status: number, body: string, contentType = 'application/json') => {
       if (this.config.latencyMs > 0) await sleep(this.config.latencyMs);
       if (res.headersSent || res.destroyed) return;
-      res.writeHead(status, { ...headers, 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
+      res.writeHead(status, {
+        ...headers,
+        'content-type': contentType,
+        'content-length': Buffer.byteLength(body),
+        ...(this.closing ? { connection: 'close' } : {}),
+      });
       res.end(body);
     };
     try {
@@ -213,7 +220,7 @@ class Gateway {
         const parts = segments.filter((s, i) => i < segments.length - 1 || s !== '').map(percentDecode);
         const name = parts[0]?.toString('utf8');
         if (!name) throw new RequestError(400, 'ERR no command in the path');
-        const cmd: Command = { name: name.toUpperCase(), args: parts.slice(1) };
+        const cmd: Command = named(name, parts.slice(1));
         if (method === 'POST' && body.length > 0) cmd.args.push(body);
         const [outcome] = await this.#execute([cmd], token, policy, upstream, deadline);
         if (!outcome) throw new Error('no outcome');
@@ -312,12 +319,16 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
     port,
     close() {
       closing ??= (async () => {
+        gateway.closing = true;
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         gateway.endStreams();
         server.closeIdleConnections();
-        // In-flight requests get the deadline to finish; then the rest are cut.
+        // In-flight requests finish (their answers close the socket); idle ones are closed as they
+        // become idle; whatever is still open after the deadline (capped at 10 s) is cut.
+        const sweep = setInterval(() => server.closeIdleConnections(), 50);
         const timer = setTimeout(() => server.closeAllConnections(), Math.min(config.timeoutMs, 10_000));
         await closed;
+        clearInterval(sweep);
         clearTimeout(timer);
         await gateway.close();
       })();

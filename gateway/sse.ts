@@ -48,7 +48,9 @@ export async function serveSubscription(req: IncomingMessage, res: ServerRespons
     closed = true;
     clearInterval(keepalive);
     o.upstream.release(conn);
-    if (!res.writableEnded) res.end();
+    // Before the 200 went out, the caller answers (503); after it, ending the stream tells the
+    // client the subscription is over.
+    if (res.headersSent && !res.writableEnded) res.end();
     o.onClose();
   };
   req.on('close', finish);

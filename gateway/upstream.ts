@@ -89,7 +89,7 @@ function connect(url: string, extra: RedisOptions = {}): Client {
 }
 
 function send(client: Client, cmd: Command): Promise<unknown> {
-  return client.callBuffer(cmd.name, ...cmd.args);
+  return client.callBuffer(cmd.wire ?? cmd.name, ...cmd.args);
 }
 
 /** Runs `work` but gives up at `deadline` (ms since epoch); the late answer is dropped. */
@@ -122,6 +122,7 @@ export class Upstream {
     this.client = connect(url);
     this.client.on('ready', () => this.#setUp(true, 'connected'));
     this.client.on('error', (err: unknown) => this.#setUp(false, describe(err)));
+    this.client.on('close', () => this.#setUp(false, 'connection closed'));
     this.client.on('end', () => this.#setUp(false, 'connection closed'));
   }
 
@@ -160,7 +161,7 @@ export class Upstream {
    */
   async transaction(cmds: readonly Command[]): Promise<Outcome[]> {
     const multi = this.client.multi();
-    for (const cmd of cmds) multi.callBuffer(cmd.name, ...cmd.args);
+    for (const cmd of cmds) multi.callBuffer(cmd.wire ?? cmd.name, ...cmd.args);
     let results: [Error | null, unknown][] | null;
     try {
       results = await multi.exec();
