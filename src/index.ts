@@ -1,0 +1,41 @@
+/**
+ * The Worker: assembles the Hono app. Resource routes live in `./functions/*`, Redis patterns in
+ * `./lib/*`; every error leaves as problem+json through `./lib/errors.ts`.
+ */
+import { Hono } from 'hono';
+import type { AppEnv } from './env.ts';
+import { notFound, onError } from './lib/errors.ts';
+import { classifyRedisError, createRedis, type RedisFailure } from './lib/redis.ts';
+
+const app = new Hono<AppEnv>();
+
+app.onError(onError);
+app.notFound(notFound);
+
+/**
+ * Liveness with a real Redis round trip (one PING through the REST endpoint). 503 tells a load
+ * balancer or monitor that Redis is out of reach; the body names the kind of failure only, since
+ * client errors quote commands and the log is the place for details.
+ */
+app.get('/healthz', async (c) => {
+  c.header('Cache-Control', 'no-store');
+  const degraded = (error: RedisFailure) => c.json({ status: 'degraded', redis: { ok: false, error } } as const, 503);
+  const started = Date.now();
+  let reply: string;
+  try {
+    reply = await createRedis(c.env).ping();
+  } catch (err) {
+    const kind = classifyRedisError(err);
+    console.error(`[healthz] redis check failed: ${kind} (${err instanceof Error ? err.name : typeof err})`);
+    return degraded(kind);
+  }
+  if (reply !== 'PONG') {
+    console.error('[healthz] redis check failed: PING did not answer PONG');
+    return degraded('rejected');
+  }
+  return c.json({ status: 'ok', redis: { ok: true, latencyMs: Date.now() - started } } as const, 200);
+});
+
+export default {
+  fetch: app.fetch,
+} satisfies ExportedHandler<Env>;

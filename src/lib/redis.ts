@@ -1,0 +1,169 @@
+/**
+ * The one way the app builds its Redis client: `@upstash/redis` over HTTP, with a time budget per
+ * request and a retry policy chosen for Workers instead of the client's defaults.
+ *
+ * Retry policy: 2 retries, 50 ms then 100 ms apart.
+ * - The client retries only when `fetch` itself throws (DNS, refused or reset connection). An HTTP
+ *   error answer (Redis error, 401, 503 from the gateway) is never retried, so this is about the
+ *   network alone.
+ * - Its default (5 retries, `50·e^n` ms: about 4.3 s of sleeping) outlasts any sensible request
+ *   budget and spends up to 6 subrequests per call. Two quick retries absorb the usual transient
+ *   failure (a reused keep-alive connection the far side has closed) and still declare a real outage
+ *   within ~150 ms plus three connection attempts.
+ * - The timeout signal is created once per HTTP request, before the client's retry loop, so one
+ *   budget covers every attempt: the worst case is `timeoutMs` plus the backoff sleep in progress
+ *   (at most 100 ms; the client's sleep does not watch the signal).
+ * - A connection lost after Redis ran a command means a retry runs it again. Work that must not run
+ *   twice belongs in one Lua script guarded by an idempotency key, not in a bigger retry count.
+ *
+ * @example
+ * const redis = createRedis(c.env);
+ * const [views] = await Promise.all([redis.incr(keys.key('views', id)), redis.get(keys.key('cache', id))]);
+ */
+import { errors, Redis } from '@upstash/redis/cloudflare';
+
+/** The client every pattern receives. Patterns should accept a {@link RedisCommands} pick of it. */
+export type RedisClient = Redis;
+
+/**
+ * A narrow structural view of the client: a pattern declares the commands it uses, so tests can
+ * hand it a real client with one method overridden and readers see its footprint at a glance.
+ *
+ * @example
+ * function counter(redis: RedisCommands<'incr' | 'pexpire'>) { … }
+ */
+export type RedisCommands<K extends keyof Redis> = Pick<Redis, K>;
+
+/** The part of `Env` this module reads. Values may be missing at run time whatever the types say. */
+export interface RedisEnv {
+  UPSTASH_REDIS_REST_URL?: string | undefined;
+  UPSTASH_REDIS_REST_TOKEN?: string | undefined;
+  /** Time budget of one HTTP request to Redis, retries included, in ms. @default "3000" */
+  REDIS_TIMEOUT_MS?: string | undefined;
+}
+
+export interface CreateRedisOptions {
+  /** Overrides `REDIS_TIMEOUT_MS` (e.g. a tighter budget for a fail-open rate limit). */
+  timeoutMs?: number;
+  /** Retries of network errors. @default 2 */
+  retries?: number;
+}
+
+/** A missing or malformed Redis setting. The message names the variable, never its value. */
+export class RedisConfigError extends Error {
+  override name = 'RedisConfigError';
+}
+
+/** Budget of one HTTP request when `REDIS_TIMEOUT_MS` is unset, in ms. */
+export const DEFAULT_REDIS_TIMEOUT_MS = 3_000;
+/** Retries of a network error per HTTP request (so 3 attempts in all). */
+export const DEFAULT_REDIS_RETRIES = 2;
+
+/** 50 ms, 100 ms, 200 ms, … */
+const backoff = (retryCount: number): number => 50 * 2 ** retryCount;
+
+// One client per env object and settings: an isolate serves many requests with the same `env`, so
+// they share one client (and its auto-pipeline); a test's own env gets its own.
+const clients = new WeakMap<RedisEnv, Map<string, Redis>>();
+
+function parseTimeout(raw: string | undefined): number {
+  if (raw === undefined || raw === '') return DEFAULT_REDIS_TIMEOUT_MS;
+  const ms = Number(raw);
+  if (!Number.isInteger(ms) || ms < 50 || ms > 60_000) {
+    throw new RedisConfigError('REDIS_TIMEOUT_MS must be an integer number of milliseconds between 50 and 60000');
+  }
+  return ms;
+}
+
+function checkUrl(raw: string | undefined): string {
+  if (raw === undefined || raw.trim() === '') {
+    throw new RedisConfigError('UPSTASH_REDIS_REST_URL is not set: `wrangler secret put UPSTASH_REDIS_REST_URL`, or .dev.vars locally');
+  }
+  let url: URL;
+  try {
+    url = new URL(raw.trim());
+  } catch (cause) {
+    throw new RedisConfigError('UPSTASH_REDIS_REST_URL is not a URL', { cause });
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new RedisConfigError('UPSTASH_REDIS_REST_URL must be an http(s) URL');
+  }
+  return raw.trim();
+}
+
+function checkToken(raw: string | undefined): string {
+  if (raw === undefined || raw.trim() === '') {
+    throw new RedisConfigError('UPSTASH_REDIS_REST_TOKEN is not set: `wrangler secret put UPSTASH_REDIS_REST_TOKEN`, or .dev.vars locally');
+  }
+  return raw.trim();
+}
+
+/**
+ * The Redis client for `env`, built on first use and then reused for the same `env` object.
+ * Does no I/O: the first command opens the connection. Throws {@link RedisConfigError} when the URL,
+ * token or timeout is missing or malformed.
+ *
+ * @param env the Worker's bindings (`c.env`)
+ * @param options overrides of the timeout and retry count; each distinct setting gets its own client
+ * @example
+ * app.get('/healthz', async (c) => c.json({ pong: await createRedis(c.env).ping() }));
+ */
+export function createRedis(env: RedisEnv, options: CreateRedisOptions = {}): RedisClient {
+  const timeoutMs = options.timeoutMs ?? parseTimeout(env.REDIS_TIMEOUT_MS);
+  const retries = options.retries ?? DEFAULT_REDIS_RETRIES;
+  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new RedisConfigError('timeoutMs must be a positive integer');
+  if (!Number.isInteger(retries) || retries < 0) throw new RedisConfigError('retries must be a non-negative integer');
+
+  const id = `${timeoutMs}/${retries}`;
+  let perEnv = clients.get(env);
+  const cached = perEnv?.get(id);
+  if (cached) return cached;
+
+  const url = checkUrl(env.UPSTASH_REDIS_REST_URL);
+  const token = checkToken(env.UPSTASH_REDIS_REST_TOKEN);
+  let redis: Redis;
+  try {
+    redis = new Redis({
+      url,
+      token,
+      // A factory, not a signal: the client calls it once per HTTP request, so each request gets a
+      // fresh budget. A fixed signal would expire once and, worse, makes the client answer an
+      // aborted request with the result "Aborted" instead of throwing.
+      signal: () => AbortSignal.timeout(timeoutMs),
+      retry: { retries, backoff },
+    });
+  } catch (cause) {
+    // The client's own URL check is stricter than ours; its message quotes the URL.
+    if (cause instanceof errors.UrlError) throw new RedisConfigError('UPSTASH_REDIS_REST_URL is not a valid REST URL', { cause });
+    throw cause;
+  }
+  if (!perEnv) {
+    perEnv = new Map();
+    clients.set(env, perEnv);
+  }
+  perEnv.set(id, redis);
+  return redis;
+}
+
+/** Why a Redis call failed, in words safe to show a client or a log. */
+export type RedisFailure = 'config' | 'timeout' | 'unreachable' | 'rejected' | 'unknown';
+
+/**
+ * Classifies an error thrown by {@link createRedis} or a command, without looking at its message
+ * (an `UpstashError` message quotes the command, keys and values included).
+ *
+ * - `config`: {@link RedisConfigError}
+ * - `timeout`: the time budget ran out
+ * - `unreachable`: the network failed on every attempt (what `fetch` throws)
+ * - `rejected`: the REST endpoint answered with an error (auth, Redis error, gateway 5xx)
+ */
+export function classifyRedisError(err: unknown): RedisFailure {
+  if (err instanceof RedisConfigError) return 'config';
+  if (err instanceof errors.UpstashError) return 'rejected';
+  if (err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')) return 'timeout';
+  // fetch signals a network failure with a TypeError (Node, browsers) or a plain Error (workerd:
+  // "Network connection lost."); the client rethrows it after its last retry. Our own errors and
+  // the client's are named subclasses, so they never land here.
+  if (err instanceof TypeError || (err instanceof Error && err.name === 'Error')) return 'unreachable';
+  return 'unknown';
+}

@@ -1,0 +1,22 @@
+/**
+ * Values test/global-setup.ts hands to the tests: `inject(key)` in a test file, and `inject` in
+ * vitest.config.ts to turn them into Miniflare bindings.
+ */
+import 'vitest';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** The private Redis behind every gateway below, `redis://127.0.0.1:<port>` (or REDIS_URL). */
+    redisUrl: string;
+    /** The shared gateway in front of `redisUrl`, admin commands allowed. */
+    gatewayUrl: string;
+    /** Bearer token of every gateway below. */
+    gatewayToken: string;
+    /** A gateway in front of the same Redis that waits 400 ms before each answer (GATEWAY_LATENCY_MS). */
+    slowGatewayUrl: string;
+    /** A real gateway whose Redis process has been stopped: it answers 503. */
+    downGatewayUrl: string;
+    /** `http://127.0.0.1:<port>` where nothing listens: every request is a network error. */
+    closedUrl: string;
+  }
+}
