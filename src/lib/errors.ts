@@ -83,7 +83,8 @@ function causeChain(err: unknown): string {
   const parts: string[] = [];
   let e: unknown = err;
   for (let depth = 0; e instanceof Error && depth < 4; depth++) {
-    parts.push(`${e.name}: ${e.message}`);
+    // @upstash/redis appends ", command was: [...]" with the arguments (keys, values): not for logs.
+    parts.push(`${e.name}: ${e.message.replace(/,? command was: [\s\S]*$/, '')}`);
     e = e.cause;
   }
   return parts.join(' <- ');

@@ -1,0 +1,363 @@
+/**
+ * Distributed locks over HTTP Redis: a lease lock with a fencing token, automatic extension with an
+ * AbortSignal when the lock is lost, `await using`, a counting semaphore, and `inspect`.
+ *
+ * Every operation is one Lua script, so one round trip: acquire (per attempt), release, extend,
+ * inspect, and each semaphore call. The fence is minted in the acquire script from a counter with no
+ * TTL, so it strictly increases per resource forever; pass it to the protected store and reject writes
+ * carrying a smaller one (Kleppmann's fix for a holder paused past its lease).
+ *
+ * Failure policy: fail closed. If Redis cannot be reached, every call rejects with
+ * `LockUnavailableError` (`cause` attached); nothing is ever reported as acquired.
+ *
+ * @example
+ * const locks = createLocks({ redis: Redis.fromEnv(env), keys: keySchema({ app: 'shop', env: 'prod' }) });
+ * await using lock = await locks.acquire('order:7', { waitMs: 2_000 });
+ * if (lock) await db.write(order, { fence: lock.fence });
+ */
+import type { Redis } from '@upstash/redis/cloudflare';
+import { AppError } from './errors.ts';
+import type { KeySchema } from './keys.ts';
+
+/** The client surface this module uses: scripts only. */
+export type LockRedis = Pick<Redis, 'evalsha' | 'eval'>;
+
+interface LuaScript { readonly src: string; readonly sha: string }
+
+// SHAs are pinned here and checked against sha1(src) and SCRIPT LOAD in the tests, so a warm call is
+// one EVALSHA without hashing at run time.
+export const SCRIPTS = {
+  acquire: {
+    src: `local pttl = redis.call('PTTL', KEYS[1])
+if pttl ~= -2 then return {0, pttl} end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], string.format('%d:%s', fence, ARGV[1]), 'PX', ARGV[2])
+return {1, fence}`,
+    sha: 'e55ed10da41592e605e318b2e262dd9208d40174',
+  },
+  release: {
+    src: `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`,
+    sha: '7f8f6677b8f2b4b65b9b9905151ced126e6b7e49',
+  },
+  extend: {
+    src: `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`,
+    sha: '5765d8a3b63c4ae6047608645b08c78e64475680',
+  },
+  inspect: {
+    src: `local v = redis.call('GET', KEYS[1])
+if not v then return {0} end
+local fence, token = string.match(v, '^(%d+):(.+)$')
+if not fence then return {1} end
+return {1, tonumber(fence), redis.sha1hex(token), redis.call('PTTL', KEYS[1])}`,
+    sha: 'e0146ca04b471c50b353b01e17ab94ede6154639',
+  },
+  // Semaphore: a sorted set of token -> expiry (ms, Redis clock). The key expires with its last permit.
+  semAcquire: {
+    src: `local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local n = redis.call('ZCARD', KEYS[1])
+if n >= tonumber(ARGV[1]) then
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, tonumber(first[2]) - now}
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIREAT', KEYS[1], redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
+return {1, n + 1}`,
+    sha: 'd019c76ea09b7e9175801a5bde19775f473492ab',
+  },
+  // ARGV[2] = new lease in ms, or 0 to release. An expired permit is neither extended nor "released".
+  semUpdate: {
+    src: `local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s then return 0 end
+local live = tonumber(s) > now
+if ARGV[2] == '0' or not live then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return live and 1 or 0
+end
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
+return 1`,
+    sha: '06cb17b351c83a10384624cee6ab242f6317b47b',
+  },
+} as const satisfies Record<string, LuaScript>;
+
+/** Redis could not be reached or answered an error: the lock state is unknown, so nothing is held. */
+export class LockUnavailableError extends AppError {
+  override name = 'LockUnavailableError';
+  constructor(options: { cause: unknown }) {
+    super('unavailable', { detail: 'The lock service is unavailable; try again later.', headers: { 'retry-after': '1' }, cause: options.cause });
+  }
+}
+
+/** `withLock` could not acquire the lock within `waitMs`. */
+export class LockNotAcquiredError extends AppError {
+  override name = 'LockNotAcquiredError';
+  readonly resource: string;
+  constructor(resource: string) {
+    super('conflict', { detail: 'The resource is busy; try again later.' });
+    this.resource = resource;
+  }
+}
+
+/** The abort reason `withLock` gives `fn` when the lease could not be extended or the lock is gone. */
+export class LockLostError extends AppError {
+  override name = 'LockLostError';
+  readonly resource: string;
+  constructor(resource: string, options: { cause?: unknown } = {}) {
+    super('conflict', { detail: 'The lock on the resource was lost; the work was interrupted.', cause: options.cause });
+    this.resource = resource;
+  }
+}
+
+export interface RetryOptions {
+  /** @default 50 */
+  minDelayMs?: number;
+  /** @default 1000 */
+  maxDelayMs?: number;
+}
+
+export interface AcquireOptions {
+  /** Lease in ms; the lock frees itself after this unless extended. @default 10_000 */
+  leaseMs?: number;
+  /** How long to keep trying (a deadline, not a try count); 0 = one attempt. @default 0 */
+  waitMs?: number;
+  /** Jittered exponential backoff between attempts, capped by the holder's remaining lease. */
+  retry?: RetryOptions;
+  /** Aborts the wait; acquire rejects with `signal.reason` and holds nothing. */
+  signal?: AbortSignal;
+}
+
+/** What a lock and a permit share. */
+export interface Handle extends AsyncDisposable {
+  /** Local-clock estimate (epoch ms), taken before the request left, so never later than the truth. */
+  readonly expiresAt: number;
+  /** Gives it up if still ours. `false` = not the owner anymore. Idempotent. */
+  release(): Promise<boolean>;
+  /** Sets the remaining lease to exactly `ms` if still ours. `false` = lost (or released). */
+  extend(ms: number): Promise<boolean>;
+}
+
+export interface Lock extends Handle {
+  readonly resource: string;
+  /** 128 random bits (hex); proves ownership. Keep it private. */
+  readonly token: string;
+  /** Strictly increasing per resource: hand it to the protected store. */
+  readonly fence: number;
+  /** SHA-1 (hex) of the token: what `inspect` shows as `holder`. */
+  readonly holder: string;
+}
+
+export interface Permit extends Handle {
+  readonly token: string;
+}
+
+export interface LockInfo {
+  held: boolean;
+  fence?: number;
+  /** SHA-1 (hex) of the holder's token; compare with `lock.holder`. */
+  holder?: string;
+  expiresInMs?: number;
+}
+
+export interface CreateLocksOptions {
+  redis: LockRedis;
+  keys: KeySchema;
+  /** Defaults for every acquire: `leaseMs` 10 000, `waitMs` 0, `retry` 50–1000 ms. */
+  defaults?: Omit<AcquireOptions, 'signal'>;
+}
+
+const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+const newToken = () => hex(crypto.getRandomValues(new Uint8Array(16)));
+const sha1Hex = async (s: string) => hex(new Uint8Array(await crypto.subtle.digest('SHA-1', new TextEncoder().encode(s))));
+
+function positiveInt(name: string, n: number): number {
+  if (!Number.isSafeInteger(n) || n <= 0) throw new TypeError(`${name} must be a positive integer (ms), got ${n}`);
+  return n;
+}
+
+/** EVALSHA, then EVAL once if Redis lost the script; any failure becomes LockUnavailableError. */
+async function run<T>(redis: LockRedis, script: LuaScript, keys: string[], args: (string | number)[]): Promise<T> {
+  try {
+    return await redis.evalsha<(string | number)[], T>(script.sha, keys, args).catch((err: unknown) => {
+      if (err instanceof Error && err.message.includes('NOSCRIPT')) return redis.eval<(string | number)[], T>(script.src, keys, args);
+      throw err;
+    });
+  } catch (cause) {
+    throw new LockUnavailableError({ cause });
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason); // aborted while the last attempt was in flight
+    const done = () => { signal?.removeEventListener('abort', abort); resolve(); };
+    const timer = setTimeout(done, ms);
+    const abort = () => { clearTimeout(timer); reject(signal?.reason); };
+    signal?.addEventListener('abort', abort, { once: true });
+  });
+}
+
+/**
+ * Retries `attempt` until it yields a handle or the deadline passes. `attempt` answers the handle or
+ * the ms until the current holder's lease ends (negative: unknown), which caps the next sleep. An abort
+ * during the in-flight attempt waits for it, so a handle it won is released before rejecting.
+ */
+async function poll<T extends Handle>(attempt: () => Promise<T | number>, waitMs: number, retry: RetryOptions, signal: AbortSignal | undefined): Promise<T | null> {
+  signal?.throwIfAborted();
+  const { minDelayMs = 50, maxDelayMs = 1_000 } = retry;
+  const deadline = Date.now() + waitMs;
+  for (let n = 0; ; n++) {
+    const got = await attempt();
+    if (typeof got !== 'number') {
+      if (!signal?.aborted) return got;
+      await got.release().catch(() => false); // the lease bounds a failed release
+      throw signal.reason;
+    }
+    const left = deadline - Date.now();
+    if (left <= 0) return null;
+    // Full jitter in [min, min·2^(n+1)] keeps contenders from retrying in lockstep.
+    const cap = Math.min(maxDelayMs, minDelayMs * 2 ** (n + 1));
+    const backoff = minDelayMs + Math.random() * (cap - minDelayMs);
+    await sleep(Math.max(1, Math.min(backoff, got >= 0 ? got + 1 : Infinity, left)), signal);
+  }
+}
+
+/** What a lock and a permit share: an idempotent release, an exact-ms extend, `await using`. */
+function handle(expiresAt: number, release: () => Promise<number>, extend: (ms: number) => Promise<number>): Handle {
+  let released: Promise<boolean> | undefined;
+  const h = {
+    expiresAt,
+    release() {
+      released ??= release().then(
+        (n) => n === 1,
+        (err: unknown) => { released = undefined; throw err; }, // a failed release may be retried
+      );
+      return released;
+    },
+    async extend(ms: number) {
+      positiveInt('ms', ms);
+      if (released) return false;
+      const sent = Date.now();
+      const ok = (await extend(ms)) === 1;
+      if (ok) h.expiresAt = sent + ms;
+      return ok;
+    },
+    async [Symbol.asyncDispose]() { await h.release(); },
+  };
+  return h;
+}
+
+/**
+ * Locks and semaphores on one client and key schema. No I/O until a method is called.
+ *
+ * @example
+ * const locks = createLocks({ redis, keys });
+ * const total = await locks.withLock('cart:42', async (signal, lock) => recompute(42, { signal, fence: lock.fence }), { waitMs: 5_000 });
+ */
+export function createLocks({ redis, keys, defaults = {} }: CreateLocksOptions) {
+  const opts = (o: AcquireOptions) => ({
+    leaseMs: positiveInt('leaseMs', o.leaseMs ?? defaults.leaseMs ?? 10_000),
+    waitMs: Math.max(0, o.waitMs ?? defaults.waitMs ?? 0),
+    retry: { ...defaults.retry, ...o.retry },
+    signal: o.signal,
+  });
+
+  function makeLock(resource: string, key: string, token: string, fence: number, holder: string, expiresAt: number): Lock {
+    const value = `${fence}:${token}`;
+    return Object.assign(handle(expiresAt, () => run(redis, SCRIPTS.release, [key], [value]), (ms) => run(redis, SCRIPTS.extend, [key], [value, ms])), { resource, token, fence, holder });
+  }
+
+  /**
+   * One attempt is one round trip. Resolves `null` if the lock is still held when `waitMs` runs out;
+   * rejects with `signal.reason` if aborted (a lock won by the in-flight attempt is released first)
+   * and with `LockUnavailableError` if Redis cannot be reached.
+   */
+  async function acquire(resource: string, options: AcquireOptions = {}): Promise<Lock | null> {
+    const { leaseMs, waitMs, retry, signal } = opts(options);
+    const key = keys.slotted('lock', resource);
+    const fenceKey = keys.slotted('lock', resource, 'fence');
+    const token = newToken();
+    const holder = sha1Hex(token);
+    return poll(async () => {
+      const sent = Date.now();
+      const [ok, n] = await run<[number, number]>(redis, SCRIPTS.acquire, [key, fenceKey], [token, leaseMs]);
+      return ok === 1 ? makeLock(resource, key, token, n, await holder, sent + leaseMs) : n;
+    }, waitMs, retry, signal);
+  }
+
+  /**
+   * Runs `fn` under the lock, extending the lease every `leaseMs / 3`. If an extension finds the lock
+   * gone or fails, `fn`'s signal aborts with `LockLostError`; `fn` decides how to stop (its result or
+   * error is what `withLock` returns). The lock is always released; a failed release after `fn`
+   * succeeded is not thrown, because the lease frees the lock anyway.
+   * @throws LockNotAcquiredError if not acquired within `waitMs`; LockUnavailableError if Redis is down.
+   */
+  async function withLock<T>(resource: string, fn: (signal: AbortSignal, lock: Lock) => Promise<T>, options: AcquireOptions = {}): Promise<T> {
+    const { leaseMs } = opts(options);
+    const lock = await acquire(resource, options);
+    if (!lock) throw new LockNotAcquiredError(resource);
+    const ctrl = new AbortController();
+    const forward = () => ctrl.abort(options.signal?.reason);
+    options.signal?.addEventListener('abort', forward, { once: true });
+    const every = Math.max(1, Math.floor(leaseMs / 3));
+    let stopped = false;
+    const tick = async () => {
+      const ok = await lock.extend(leaseMs).catch((cause: unknown) => new LockLostError(resource, { cause }));
+      if (stopped) return;
+      if (ok === true) timer = setTimeout(tick, every);
+      else ctrl.abort(ok === false ? new LockLostError(resource) : ok);
+    };
+    let timer = setTimeout(tick, every);
+    try {
+      return await fn(ctrl.signal, lock);
+    } finally {
+      stopped = true;
+      clearTimeout(timer);
+      options.signal?.removeEventListener('abort', forward);
+      await lock.release().catch(() => false);
+    }
+  }
+
+  /**
+   * A counting semaphore: at most `limit` permits live at once, each with its own lease.
+   * @example
+   * const permit = await locks.semaphore('pdf-render', { limit: 4 }).acquire({ waitMs: 1_000 });
+   */
+  function semaphore(name: string, { limit, leaseMs = 10_000 }: { limit: number; /** @default 10_000 */ leaseMs?: number }) {
+    positiveInt('limit', limit);
+    positiveInt('leaseMs', leaseMs);
+    const key = keys.slotted('sem', name);
+    return {
+      /** One round trip per attempt; `null` if no permit freed up within `waitMs` (default 0). */
+      async acquire(options: Omit<AcquireOptions, 'leaseMs'> = {}): Promise<Permit | null> {
+        const { waitMs, retry, signal } = opts(options);
+        const token = newToken();
+        return poll(async () => {
+          const sent = Date.now();
+          const [ok, n] = await run<[number, number]>(redis, SCRIPTS.semAcquire, [key], [limit, leaseMs, token]);
+          if (ok !== 1) return n;
+          return Object.assign(handle(sent + leaseMs, () => run(redis, SCRIPTS.semUpdate, [key], [token, 0]), (ms) => run(redis, SCRIPTS.semUpdate, [key], [token, ms])), { token });
+        }, waitMs, retry, signal);
+      },
+    };
+  }
+
+  /** Who holds `resource`, with which fence, for how much longer. One round trip, read only. */
+  async function inspect(resource: string): Promise<LockInfo> {
+    const [held, fence, holder, pttl] = await run<[number, number?, string?, number?]>(redis, SCRIPTS.inspect, [keys.slotted('lock', resource)], []);
+    const info: LockInfo = { held: held === 1 };
+    if (fence !== undefined) info.fence = fence;
+    if (holder !== undefined) info.holder = holder;
+    if (pttl !== undefined && pttl >= 0) info.expiresInMs = pttl;
+    return info;
+  }
+
+  return { acquire, withLock, semaphore, inspect };
+}
+
+export type Locks = ReturnType<typeof createLocks>;
