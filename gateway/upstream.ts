@@ -130,8 +130,10 @@ export class Upstream {
     return this.#up;
   }
 
+  #closing = false;
+
   #setUp(up: boolean, detail: string): void {
-    if (up === this.#up) return;
+    if (up === this.#up || this.#closing) return;
     this.#up = up;
     this.#onStatus(up, detail);
   }
@@ -209,6 +211,7 @@ export class Upstream {
   }
 
   async close(): Promise<void> {
+    this.#closing = true;
     for (const conn of this.#dedicated) conn.disconnect();
     this.#dedicated.clear();
     try {

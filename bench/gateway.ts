@@ -1,0 +1,294 @@
+/**
+ * `npm run bench:gateway`: what the REST gateway costs compared with talking to Redis over TCP.
+ *
+ * Each workload runs through (a) the gateway with `@upstash/redis`, the client the Worker uses, and
+ * (b) straight to Redis with `ioredis`, the client the gateway itself uses, so the ratio isolates
+ * the HTTP + JSON + base64 hop. Both run in this process on the same event loop as the gateway,
+ * which is the setup of the tests (globalSetup), not of production: read the numbers as relative.
+ *
+ * Environment:
+ * - `REDIS_URL`: use this Redis instead of starting one (keys are prefixed and deleted, never flushed)
+ * - `BENCH_CONCURRENCY`: comma-separated in-flight requests per cell (default `1,8,32`)
+ * - `BENCH_DURATION_MS`: measured time per cell (default 3000); `BENCH_WARMUP_MS` (default 500)
+ * - `BENCH_WORKLOADS`: subset of `get,set,pipeline10,pipeline100`
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import os from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { Redis as Upstash } from '@upstash/redis';
+import { Redis as IORedis } from 'ioredis';
+import { ConfigError, loadConfig, redactUrl } from '../gateway/config.ts';
+import { startGateway, type RunningGateway } from '../gateway/server.ts';
+import { startRedisServer, type RedisProcess } from '../test/support/redis-process.ts';
+
+const KEYSPACE = 1_000;
+const VALUE = 'v'.repeat(100);
+
+function say(line: string): void {
+  process.stdout.write(`bench: ${line}\n`);
+}
+
+function envInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive whole number, got "${raw}"`);
+  return n;
+}
+
+function envList(name: string, fallback: string): string[] {
+  return (process.env[name] ?? fallback)
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+/** One unit of work: resolves once all its commands have answered. */
+type Op = (i: number) => Promise<unknown>;
+
+interface Target {
+  get(key: string): Op;
+  set(key: string): Op;
+  pipeline(size: number): Op;
+}
+
+interface Workload {
+  name: string;
+  /** Commands per op, so throughput can be reported in commands/s. */
+  commands: number;
+  op: (t: Target) => Op;
+}
+
+interface Cell {
+  ops: number;
+  commandsPerSec: number;
+  p50: number;
+  p99: number;
+}
+
+function keyFor(prefix: string, i: number): string {
+  return `${prefix}${i % KEYSPACE}`;
+}
+
+/** Half SET, half GET, interleaved, over the shared keyspace. */
+function mixed(size: number, i: number): { set: boolean; n: number }[] {
+  return Array.from({ length: size }, (_, j) => ({ set: j % 2 === 0, n: i * size + j }));
+}
+
+function upstashTarget(redis: Upstash, prefix: string): Target {
+  return {
+    get: () => (i) => redis.get(keyFor(prefix, i)),
+    set: () => (i) => redis.set(keyFor(prefix, i), VALUE),
+    pipeline: (size) => (i) => {
+      const p = redis.pipeline();
+      for (const c of mixed(size, i)) {
+        if (c.set) p.set(keyFor(prefix, c.n), VALUE);
+        else p.get(keyFor(prefix, c.n));
+      }
+      return p.exec();
+    },
+  };
+}
+
+function ioredisTarget(redis: IORedis, prefix: string): Target {
+  return {
+    get: () => (i) => redis.get(keyFor(prefix, i)),
+    set: () => (i) => redis.set(keyFor(prefix, i), VALUE),
+    pipeline: (size) => async (i) => {
+      const p = redis.pipeline();
+      for (const c of mixed(size, i)) {
+        if (c.set) p.set(keyFor(prefix, c.n), VALUE);
+        else p.get(keyFor(prefix, c.n));
+      }
+      const replies = await p.exec();
+      // ioredis puts per-command errors in the replies instead of rejecting; surface them.
+      const failed = replies?.find(([err]) => err !== null);
+      if (failed) throw new Error('pipeline command failed', { cause: failed[0] });
+      return replies;
+    },
+  };
+}
+
+const ALL_WORKLOADS: Workload[] = [
+  { name: 'get', commands: 1, op: (t) => t.get('') },
+  { name: 'set', commands: 1, op: (t) => t.set('') },
+  { name: 'pipeline10', commands: 10, op: (t) => t.pipeline(10) },
+  { name: 'pipeline100', commands: 100, op: (t) => t.pipeline(100) },
+];
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[rank] ?? Number.NaN;
+}
+
+/**
+ * Keeps `concurrency` ops in flight for `durationMs`. Latencies go into a growable typed array
+ * because millions of boxed numbers would make the GC part of the measurement.
+ */
+async function run(op: Op, concurrency: number, durationMs: number, commands: number): Promise<Cell> {
+  let latencies = new Float64Array(1 << 16);
+  let count = 0;
+  let next = 0;
+  const start = performance.now();
+  const deadline = start + durationMs;
+  const worker = async (): Promise<void> => {
+    while (performance.now() < deadline) {
+      const t0 = performance.now();
+      await op(next++);
+      const dt = performance.now() - t0;
+      if (count === latencies.length) {
+        const grown = new Float64Array(latencies.length * 2);
+        grown.set(latencies);
+        latencies = grown;
+      }
+      latencies[count++] = dt;
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const elapsed = performance.now() - start;
+  const sorted = latencies.subarray(0, count).sort();
+  return { ops: count, commandsPerSec: (count * commands * 1000) / elapsed, p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
+}
+
+function fmtRate(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+function fmtMs(n: number): string {
+  return n < 10 ? n.toFixed(2) : n.toFixed(1);
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? '').length)));
+  const line = (cells: string[]) =>
+    `| ${cells.map((cell, c) => (c < 2 ? cell.padEnd(widths[c] ?? 0) : cell.padStart(widths[c] ?? 0))).join(' | ')} |`;
+  const rule = `|${widths.map((w, c) => (c < 2 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
+  return [line(header), rule, ...rows.map(line)].join('\n');
+}
+
+async function main(): Promise<number> {
+  const concurrencies = envList('BENCH_CONCURRENCY', '1,8,32').map((c) => {
+    const n = Number(c);
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`BENCH_CONCURRENCY must list positive whole numbers, got "${c}"`);
+    return n;
+  });
+  const durationMs = envInt('BENCH_DURATION_MS', 3_000);
+  const warmupMs = envInt('BENCH_WARMUP_MS', 500);
+  const wanted = envList('BENCH_WORKLOADS', ALL_WORKLOADS.map((w) => w.name).join(','));
+  const unknown = wanted.filter((w) => !ALL_WORKLOADS.some((x) => x.name === w));
+  if (unknown.length > 0) throw new Error(`BENCH_WORKLOADS: unknown workload(s) ${unknown.join(', ')}`);
+  const workloads = ALL_WORKLOADS.filter((w) => wanted.includes(w.name));
+
+  const cpus = os.cpus();
+  const machine =
+    `${os.type()} ${os.release()} ${os.arch()}, ${cpus.length} × ${cpus[0]?.model.trim() ?? 'unknown CPU'}, ` +
+    `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, Node ${process.version}`;
+  say(`machine: ${machine}`);
+
+  let redisServer: RedisProcess | undefined;
+  let gateway: RunningGateway | undefined;
+  let direct: IORedis | undefined;
+  const prefix = `bench:${randomUUID()}:`;
+  try {
+    let redisUrl = process.env['REDIS_URL'];
+    if (redisUrl) {
+      say(`using REDIS_URL ${redactUrl(redisUrl)}`);
+    } else {
+      say('starting redis-server on a free port (no persistence)');
+      redisServer = await startRedisServer();
+      redisUrl = redisServer.url;
+      say(`redis-server ready at ${redisUrl}`);
+    }
+
+    const token = randomBytes(24).toString('base64url');
+    let config;
+    try {
+      config = loadConfig({ REDIS_URL: redisUrl, GATEWAY_HOST: '127.0.0.1', GATEWAY_PORT: '0', GATEWAY_TOKEN: token, GATEWAY_LATENCY_MS: '0' });
+    } catch (err) {
+      if (err instanceof ConfigError) throw new Error(`gateway config: ${err.message}`, { cause: err });
+      throw err;
+    }
+    say('starting the gateway in this process (GATEWAY_LATENCY_MS=0)');
+    gateway = await startGateway(config);
+    say(`gateway ready at ${gateway.url}`);
+
+    // No auto-pipelining: each call must be one HTTP request, or the single-command rows would
+    // measure batching instead of the gateway. No retries: a failure must stop the bench.
+    const viaGateway = new Upstash({ url: gateway.url, token, enableAutoPipelining: false, enableTelemetry: false, retry: false });
+    direct = new IORedis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 0 });
+    await direct.connect();
+    const targets = { gateway: upstashTarget(viaGateway, prefix), direct: ioredisTarget(direct, prefix) };
+
+    say(`seeding ${KEYSPACE} keys under ${prefix}* with ${VALUE.length}-byte values`);
+    const seed = direct.pipeline();
+    for (let i = 0; i < KEYSPACE; i++) seed.set(keyFor(prefix, i), VALUE);
+    await seed.exec();
+
+    const cells = workloads.length * concurrencies.length * 2;
+    say(
+      `running ${workloads.map((w) => w.name).join(', ')} at concurrency ${concurrencies.join(', ')}: ` +
+        `${cells} cells × ${durationMs} ms, plus ${warmupMs} ms warmup per workload and client (~${Math.ceil((cells * durationMs + workloads.length * 2 * warmupMs) / 1000)} s)`,
+    );
+    const rows: string[][] = [];
+    for (const w of workloads) {
+      const ops = { gateway: w.op(targets.gateway), direct: w.op(targets.direct) };
+      const warmConcurrency = Math.max(...concurrencies);
+      say(`${w.name}: warming up both clients`);
+      await run(ops.gateway, warmConcurrency, warmupMs, w.commands);
+      await run(ops.direct, warmConcurrency, warmupMs, w.commands);
+      for (const c of concurrencies) {
+        const g = await run(ops.gateway, c, durationMs, w.commands);
+        const d = await run(ops.direct, c, durationMs, w.commands);
+        say(`${w.name} ×${c}: gateway ${fmtRate(g.commandsPerSec)} cmd/s, direct ${fmtRate(d.commandsPerSec)} cmd/s`);
+        rows.push([
+          w.name,
+          String(c),
+          fmtRate(g.commandsPerSec),
+          fmtMs(g.p50),
+          fmtMs(g.p99),
+          fmtRate(d.commandsPerSec),
+          fmtMs(d.p50),
+          fmtMs(d.p99),
+          `${(d.commandsPerSec / g.commandsPerSec).toFixed(1)}×`,
+        ]);
+      }
+    }
+
+    process.stdout.write(
+      `\nMachine: ${machine}\n` +
+        'Throughput is Redis commands per second (a pipeline of 100 counts 100); p50/p99 are the latency of one\n' +
+        'call: one command, or one whole pipeline. Ratio = direct throughput / gateway throughput.\n\n' +
+        table(
+          ['workload', 'concurrency', 'gateway cmd/s', 'p50 ms', 'p99 ms', 'direct cmd/s', 'p50 ms', 'p99 ms', 'ratio'],
+          rows,
+        ) +
+        '\n\n',
+    );
+    return 0;
+  } finally {
+    if (direct) {
+      say(`deleting the ${KEYSPACE} keys under ${prefix}*`);
+      const keys = Array.from({ length: KEYSPACE }, (_, i) => keyFor(prefix, i));
+      await direct.del(...keys).catch((err: unknown) => say(`could not delete the bench keys: ${String(err)}`));
+      direct.disconnect();
+    }
+    if (gateway) {
+      say('stopping the gateway');
+      await gateway.close();
+    }
+    if (redisServer) {
+      say('stopping redis-server');
+      await redisServer.stop();
+    }
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`bench: failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    if (err instanceof Error && err.cause instanceof Error) process.stderr.write(`bench:   cause: ${err.cause.message}\n`);
+    process.exit(1);
+  },
+);
