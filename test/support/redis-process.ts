@@ -4,7 +4,7 @@
  * process exits, so a crashed run leaves no server behind. The shared Redis on 6379 is never used.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { connect, createServer } from 'node:net';
+import { connect, createServer, Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /** A redis-server this process started. */
@@ -94,6 +94,10 @@ function spawnRedis(port: number, output: string[]): Spawned {
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
+  // A server someone forgot to stop must not keep the test process alive; the exit hook kills it.
+  child.unref();
+  // With stdio 'pipe' the streams are sockets, which hold the event loop until unref'd.
+  for (const stream of [child.stdout, child.stderr]) if (stream instanceof Socket) stream.unref();
   const exited = new Promise<void>((resolve) => {
     child.once('exit', () => resolve());
     child.once('error', (err) => {
@@ -120,6 +124,7 @@ async function waitUntilUp(port: number, spawned: Spawned, ms: number): Promise<
 
 async function kill(spawned: Spawned): Promise<void> {
   if (spawned.child.exitCode !== null || spawned.child.signalCode !== null) return;
+  spawned.child.ref(); // keep the process alive until the exit event arrives
   spawned.child.kill('SIGKILL');
   await spawned.exited;
 }
