@@ -47,6 +47,17 @@ export interface CreateRedisOptions {
   timeoutMs?: number;
   /** Retries of network errors. @default 2 */
   retries?: number;
+  /**
+   * How commands are grouped into HTTP requests.
+   * - `'tick'`: the client's own auto-pipelining: commands issued within two microtasks of each
+   *   other, reads and writes in separate requests.
+   * - `'task'`: every command issued during the current task (the whole synchronous run plus its
+   *   microtasks, across middlewares and handlers) goes out in ONE `/pipeline` request, reads and
+   *   writes together. This is what keeps a request's critical path to one round trip when a rate
+   *   limit, a session load and a cache read start independently.
+   * @default 'tick'
+   */
+  batch?: 'tick' | 'task';
 }
 
 /** A missing or malformed Redis setting. The message names the variable, never its value. */
@@ -114,7 +125,8 @@ export function createRedis(env: RedisEnv, options: CreateRedisOptions = {}): Re
   if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new RedisConfigError('timeoutMs must be a positive integer');
   if (!Number.isInteger(retries) || retries < 0) throw new RedisConfigError('retries must be a non-negative integer');
 
-  const id = `${timeoutMs}/${retries}`;
+  const batch = options.batch ?? 'tick';
+  const id = `${timeoutMs}/${retries}/${batch}`;
   let perEnv = clients.get(env);
   const cached = perEnv?.get(id);
   if (cached) return cached;
@@ -131,6 +143,7 @@ export function createRedis(env: RedisEnv, options: CreateRedisOptions = {}): Re
       // aborted request with the result "Aborted" instead of throwing.
       signal: () => AbortSignal.timeout(timeoutMs),
       retry: { retries, backoff },
+      enableAutoPipelining: batch === 'tick',
     });
   } catch (cause) {
     // The client's own URL check is stricter than ours; its message quotes the URL.
@@ -141,8 +154,57 @@ export function createRedis(env: RedisEnv, options: CreateRedisOptions = {}): Re
     perEnv = new Map();
     clients.set(env, perEnv);
   }
+  if (batch === 'task') redis = batchPerTask(redis);
   perEnv.set(id, redis);
   return redis;
+}
+
+/** Commands the Proxy must not route through a pipeline (they are not single commands). */
+const DIRECT = new Set(['pipeline', 'multi', 'createScript', 'use', 'readYourWritesSyncToken', 'subscribe', 'psubscribe']);
+const MAX_BATCH = 1000;
+
+/**
+ * Wraps a client (auto-pipelining off) so that every pipelinable command issued during the
+ * current task joins one pipeline, sent by a `setTimeout(0)` once the task and its microtasks are
+ * done. Each command still resolves or rejects on its own (`keepErrors`), exactly as if it had been
+ * sent alone; a failed HTTP request rejects every command of its batch.
+ */
+function batchPerTask(redis: Redis): Redis {
+  type Entry = { result?: unknown; error?: string | undefined };
+  type Batch = { pipeline: ReturnType<Redis['pipeline']>; size: number; results: Promise<Entry[]> };
+  let current: Batch | null = null;
+  const probe = redis.pipeline() as unknown as Record<string, unknown>;
+  const open = (): Batch => {
+    const pipeline = redis.pipeline();
+    const batch: Batch = {
+      pipeline,
+      size: 0,
+      results: new Promise<void>((resolve) => setTimeout(resolve, 0)).then(() => {
+        if (current === batch) current = null;
+        return pipeline.exec({ keepErrors: true }) as Promise<Entry[]>;
+      }),
+    };
+    return batch;
+  };
+  return new Proxy(redis, {
+    get(target, prop, receiver) {
+      const value: unknown = Reflect.get(target, prop, receiver);
+      if (typeof prop !== 'string' || typeof value !== 'function' || DIRECT.has(prop) || typeof probe[prop] !== 'function') return value;
+      return (...args: unknown[]) => {
+        current ??= open();
+        const batch = current;
+        const index = batch.size++;
+        if (batch.size >= MAX_BATCH) current = null;
+        (batch.pipeline as unknown as Record<string, (...a: unknown[]) => unknown>)[prop]?.(...args);
+        return batch.results.then((results) => {
+          const entry = results[index];
+          if (!entry) throw new errors.UpstashError('Command failed: no reply in the pipeline');
+          if (entry.error) throw new errors.UpstashError(`Command failed: ${entry.error}`);
+          return entry.result;
+        });
+      };
+    },
+  });
 }
 
 /** Why a Redis call failed, in words safe to show a client or a log. */

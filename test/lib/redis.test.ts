@@ -112,3 +112,44 @@ describe('retry and timeout policy', () => {
     for (let i = 0; i < 3; i++) expect(await redis.ping()).toBe('PONG');
   });
 });
+
+describe("createRedis({ batch: 'task' })", () => {
+  const prefix = `batch:${crypto.randomUUID()}`;
+
+  test('commands started during one task, across awaits and reads/writes, share one HTTP request', async () => {
+    const redis = createRedis(envFor(inject('gatewayUrl')), { batch: 'task' });
+    const { result, trips } = await countTrips(inject('gatewayUrl'), async () => {
+      const a = (async () => {
+        await Promise.resolve();
+        await Promise.resolve();
+        await Promise.resolve();
+        return redis.set(`${prefix}:a`, { n: 1 });
+      })();
+      const b = redis.incr(`${prefix}:n`);
+      const c = (async () => {
+        for (let i = 0; i < 10; i++) await null;
+        return redis.get(`${prefix}:missing`);
+      })();
+      return Promise.all([a, b, c]);
+    });
+    expect(result).toEqual(['OK', 1, null]);
+    expect(trips).toEqual([{ path: '/pipeline', commands: ['incr', 'set', 'get'] }]);
+    // Values come back deserialised as with a plain client.
+    expect(await redis.get(`${prefix}:a`)).toEqual({ n: 1 });
+  });
+
+  test('one failing command rejects alone; the others of its batch succeed', async () => {
+    const redis = createRedis(envFor(inject('gatewayUrl')), { batch: 'task' });
+    await redis.set(`${prefix}:s`, 'text');
+    const [bad, good] = await Promise.allSettled([redis.incr(`${prefix}:s`), redis.get(`${prefix}:s`)]);
+    expect(bad.status).toBe('rejected');
+    expect(good).toEqual({ status: 'fulfilled', value: 'text' });
+  });
+
+  test('a failed HTTP request rejects every command of the batch', async () => {
+    const redis = createRedis(envFor(inject('downGatewayUrl')), { batch: 'task' });
+    const settled = await Promise.allSettled([redis.get(`${prefix}:x`), redis.set(`${prefix}:y`, 1)]);
+    expect(settled.map((s) => s.status)).toEqual(['rejected', 'rejected']);
+    expect(settled.map((s) => (s.status === 'rejected' ? classifyRedisError(s.reason) : 'ok'))).toEqual(['rejected', 'rejected']);
+  });
+});
