@@ -479,6 +479,14 @@ export interface RateLimitOptions {
   headers?: boolean;
   /** `X-RateLimit-*` too. @default false */
   legacyHeaders?: boolean;
+  /**
+   * For safe methods (GET, HEAD), run the handler while the check is in flight instead of after it,
+   * so the check's round trip overlaps the handler's own (with `createRedis(env, { batch: 'task' })`
+   * they share one HTTP request). A refusal then replaces the handler's response with the 429. Only
+   * for handlers without side effects beyond caching; unsafe methods always wait for the check.
+   * @default false
+   */
+  concurrent?: boolean;
 }
 
 async function sha256Hex(value: string): Promise<string> {
@@ -514,7 +522,7 @@ async function identify(c: Context<RateLimitEnv>, key: NonNullable<RateLimitOpti
  *   overrides: { routes: { 'POST /api/search': { cost: 5 } }, keys: { 'apikey:gold': { limit: 1000 } } } }));
  */
 export function rateLimit(options: RateLimitOptions) {
-  const { limiter, key = 'ip', apiKeyHeader = 'x-api-key', cost = 1, overrides = {}, failure = 'open', timeoutMs = DEFAULT_TIMEOUT_MS, headers = true, legacyHeaders = false } = options;
+  const { limiter, key = 'ip', apiKeyHeader = 'x-api-key', cost = 1, overrides = {}, failure = 'open', timeoutMs = DEFAULT_TIMEOUT_MS, headers = true, legacyHeaders = false, concurrent = false } = options;
   let warned = false;
   return createMiddleware<RateLimitEnv>(async function rateLimit(c, next) {
     const raw = await identify(c, key, apiKeyHeader);
@@ -527,8 +535,11 @@ export function rateLimit(options: RateLimitOptions) {
     const identity = raw.apikey === undefined ? raw : { ...raw, apikey: await sha256Hex(raw.apikey) };
     const units = o.cost ?? (typeof cost === 'function' ? await cost(c) : cost);
     let result: LimitResult;
+    const check = limiter.limit(identity, { cost: units, timeoutMs: o.timeoutMs ?? timeoutMs, ...(o.limit !== undefined ? { limit: o.limit } : {}) });
+    // The handler runs now; whether its response stands is decided below, once the check is back.
+    const handled = concurrent && (c.req.method === 'GET' || c.req.method === 'HEAD') ? next() : undefined;
     try {
-      result = await limiter.limit(identity, { cost: units, timeoutMs: o.timeoutMs ?? timeoutMs, ...(o.limit !== undefined ? { limit: o.limit } : {}) });
+      [result] = await Promise.all([check, handled]);
       warned = false;
     } catch (err) {
       if (!(err instanceof RateLimitError)) throw err;
@@ -540,9 +551,14 @@ export function rateLimit(options: RateLimitOptions) {
         console.warn(`[ratelimit] ${err.message} (${cause}); failing ${mode} until it answers again`);
       }
       if (mode === 'closed') {
-        return problemResponse('unavailable', { instance: c.req.path, detail: 'Rate limiting is unavailable; try again shortly.', headers: { 'Retry-After': '1', 'RateLimit-Status': 'unavailable' } });
+        const refusal = problemResponse('unavailable', { instance: c.req.path, detail: 'Rate limiting is unavailable; try again shortly.', headers: { 'Retry-After': '1', 'RateLimit-Status': 'unavailable' } });
+        if (!handled) return refusal;
+        await handled.catch(() => undefined);
+        c.res = refusal;
+        return;
       }
-      await next();
+      if (handled) await handled;
+      else await next();
       c.header('RateLimit-Status', 'unavailable');
       return;
     }
@@ -555,14 +571,17 @@ export function rateLimit(options: RateLimitOptions) {
     const h = headers ? rateLimitHeaders(result, legacyHeaders) : {};
     if (!result.success) {
       const retryAfter = Math.max(1, Math.ceil((result.reset - Date.now()) / 1000));
-      return problemResponse('rate_limited', {
+      const refusal = problemResponse('rate_limited', {
         instance: c.req.path,
         detail: `Rate limit ${result.failed.map((n) => `"${n}"`).join(', ')} exceeded; retry in ${retryAfter} s.`,
         headers: { ...h, 'Retry-After': String(retryAfter) },
         extensions: { failed: result.failed, retryAfter },
       });
+      if (!handled) return refusal;
+      c.res = refusal;
+      return;
     }
-    await next();
+    if (!handled) await next();
     for (const [name, value] of Object.entries(h)) c.header(name, value);
   });
 }

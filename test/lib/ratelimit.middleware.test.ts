@@ -8,6 +8,7 @@ import { Hono } from 'hono';
 import { describe, expect, test } from 'vitest';
 import { keySchema, type KeySchema } from '../../src/lib/keys.ts';
 import { createCompoundRatelimit, createRatelimit, ipKey, rateLimit, type Limiter, type RateLimitEnv, type RateLimitOptions } from '../../src/lib/ratelimit.ts';
+import { createRedis } from '../../src/lib/redis.ts';
 import { countTrips } from '../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
@@ -201,5 +202,50 @@ describe('cost and overrides', () => {
     expect(await statuses(app, '/items/7', [from('192.0.2.5'), from('192.0.2.5')])).toEqual([200, 429]);
     // The key override's cost 1 beats the route's cost 2.
     expect(await search(from('192.0.2.4'))).toMatch(/r=3;/);
+  });
+});
+
+describe('concurrent mode (safe methods overlap the check with the handler)', () => {
+  const batched = createRedis({ UPSTASH_REDIS_REST_URL: url, UPSTASH_REDIS_REST_TOKEN: env.UPSTASH_REDIS_REST_TOKEN }, { batch: 'task' });
+
+  function concurrentApp(limit: number, keys: KeySchema, seen: string[]) {
+    const limiter = createRatelimit(batched, { name: 'api', keys, algorithm: 'slidingLog', limit, windowMs: 60_000 });
+    const app = new Hono<RateLimitEnv>();
+    app.use('*', rateLimit({ limiter, concurrent: true }));
+    app.get('/read', async (c) => {
+      const value = await batched.get<string>(keys.key('probe'));
+      seen.push('get');
+      return c.json({ value });
+    });
+    app.post('/write', (c) => {
+      seen.push('post');
+      return c.text('ok');
+    });
+    return app;
+  }
+
+  test("a GET's check and the handler's own command share one HTTP request", async () => {
+    const keys = fresh();
+    const seen: string[] = [];
+    const app = concurrentApp(2, keys, seen);
+    await app.request('/read', from('203.0.113.90')); // load the script (EVALSHA miss → EVAL)
+    const { result: res, trips } = await countTrips(url, () => app.request('/read', from('203.0.113.90')));
+    expect(res.status).toBe(200);
+    expect(res.headers.get('RateLimit')).toMatch(/^"api";r=0;t=\d+$/);
+    expect(trips).toEqual([{ path: '/pipeline', commands: ['evalsha', 'get'] }]);
+  });
+
+  test('a refused GET answers 429 although its handler ran; a refused POST never reaches its handler', async () => {
+    const keys = fresh();
+    const seen: string[] = [];
+    const app = concurrentApp(1, keys, seen);
+    expect((await app.request('/read', from('203.0.113.91'))).status).toBe(200);
+    const refused = await app.request('/read', from('203.0.113.91'));
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('content-type')).toBe('application/problem+json');
+    expect(refused.headers.get('Retry-After')).not.toBeNull();
+    expect(seen).toEqual(['get', 'get']);
+    expect((await app.request('/write', { method: 'POST', ...from('203.0.113.91') })).status).toBe(429);
+    expect(seen).toEqual(['get', 'get']);
   });
 });
