@@ -1,13 +1,29 @@
 /**
  * The Hono environment of the whole app. `Env` (bindings, vars and secrets) is generated from
  * wrangler.toml by `npm run cf-typegen` into worker-configuration.d.ts; never write it by hand.
- * Context variables are added here, under fixed names, as middlewares come to need them.
+ * Context variables have fixed names, set by the middlewares named beside them.
  *
  * @example
  * const app = new Hono<AppEnv>();
  * app.get('/x', (c) => c.text(c.env.APP_ENV));
  */
+import type { LimitResult } from './lib/ratelimit.ts';
+import type { Session } from './lib/session.ts';
+
+/** What a visitor's session holds (src/functions/auth.ts, cart.ts). */
+export type SessionShape = {
+  /** productId → quantity */
+  cart: Record<string, number>;
+};
+
 export type AppEnv = {
   Bindings: Env;
-  Variables: Record<never, never>;
+  Variables: {
+    /** `session()` middleware (src/lib/session.ts): lazy, no Redis call until used. */
+    session: Session<SessionShape>;
+    /** Rate-limit middleware: the check's result. */
+    rateLimit?: LimitResult;
+    /** Set once a request is known to belong to a logged-in user (rate limits key on it). */
+    user?: string | { id: string | number };
+  };
 };

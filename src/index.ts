@@ -1,11 +1,14 @@
 /**
- * The Worker: assembles the Hono app. Resource routes live in `./functions/*`, Redis patterns in
- * `./lib/*`; every error leaves as problem+json through `./lib/errors.ts`.
+ * The Worker: assembles the app. Resource routes live in `./functions/*`, Redis patterns in
+ * `./lib/*`, app-wide middleware in `./middleware.ts`; every error leaves as problem+json through
+ * `./lib/errors.ts`.
  */
 import { Hono } from 'hono';
 import type { AppEnv } from './env.ts';
+import { docsPage, openApiDocument } from './functions/openapi.ts';
 import { notFound, onError } from './lib/errors.ts';
 import { classifyRedisError, createRedis, type RedisFailure } from './lib/redis.ts';
+import { csrfGuard, defaultRateLimit, limitBody, sessions } from './middleware.ts';
 
 const app = new Hono<AppEnv>();
 
@@ -15,7 +18,8 @@ app.notFound(notFound);
 /**
  * Liveness with a real Redis round trip (one PING through the REST endpoint). 503 tells a load
  * balancer or monitor that Redis is out of reach; the body names the kind of failure only, since
- * client errors quote commands and the log is the place for details.
+ * client errors quote commands and the log is the place for details. Mounted before the rate limit
+ * and the session so a monitor is never limited and never costs more than the PING.
  */
 app.get('/healthz', async (c) => {
   c.header('Cache-Control', 'no-store');
@@ -35,6 +39,13 @@ app.get('/healthz', async (c) => {
   }
   return c.json({ status: 'ok', redis: { ok: true, latencyMs: Date.now() - started } } as const, 200);
 });
+
+app.get('/openapi.json', (c) =>
+  c.json(openApiDocument({ title: 'edge-redis shop API', version: '1.0.0', description: 'The reference edge API: D1 as the source of truth, Redis in front.' })),
+);
+app.get('/docs', (c) => c.html(docsPage('/openapi.json')));
+
+app.use(limitBody, csrfGuard, defaultRateLimit, sessions);
 
 export default {
   fetch: app.fetch,

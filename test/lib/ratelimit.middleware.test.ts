@@ -229,7 +229,7 @@ describe('concurrent mode (safe methods overlap the check with the handler)', ()
     const seen: string[] = [];
     const app = concurrentApp(2, keys, seen);
     await app.request('/read', from('203.0.113.90')); // load the script (EVALSHA miss → EVAL)
-    const { result: res, trips } = await countTrips(url, () => app.request('/read', from('203.0.113.90')));
+    const { result: res, trips } = await countTrips(url, async () => app.request('/read', from('203.0.113.90')));
     expect(res.status).toBe(200);
     expect(res.headers.get('RateLimit')).toMatch(/^"api";r=0;t=\d+$/);
     expect(trips).toEqual([{ path: '/pipeline', commands: ['evalsha', 'get'] }]);
