@@ -34,7 +34,7 @@ describe('createRedis', () => {
     expect(built.count).toBe(0);
     const pinged = await countTrips(inject('gatewayUrl'), () => built.result.ping());
     expect(pinged.result).toBe('PONG');
-    expect(pinged.trips).toEqual([{ path: '/pipeline', commands: ['ping'] }]);
+    expect(pinged.trips).toMatchObject([{ path: '/pipeline', commands: ['ping'] }]);
   });
 
   test.each([
@@ -133,7 +133,7 @@ describe("createRedis({ batch: 'task' })", () => {
       return Promise.all([a, b, c]);
     });
     expect(result).toEqual(['OK', 1, null]);
-    expect(trips).toEqual([{ path: '/pipeline', commands: ['incr', 'set', 'get'] }]);
+    expect(trips).toMatchObject([{ path: '/pipeline', commands: ['incr', 'set', 'get'] }]);
     // Values come back deserialised as with a plain client.
     expect(await redis.get(`${prefix}:a`)).toEqual({ n: 1 });
   });

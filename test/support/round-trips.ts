@@ -9,6 +9,14 @@ export interface Trip {
   path: string;
   /** Command names, lower-case, in request order. */
   commands: string[];
+  /**
+   * 1 for a request sent before any other gateway request of this count had answered, else 1 + the
+   * highest wave among those that had answered when it was sent: the length of the chain of
+   * round trips that had to finish before it could start.
+   */
+  wave: number;
+  /** Whether the request had answered when `fn` resolved (false: it ran in `waitUntil`). */
+  beforeResult: boolean;
 }
 
 export interface Counted<T> {
@@ -18,6 +26,8 @@ export interface Counted<T> {
   count: number;
   /** Every command name across all trips. */
   commands: string[];
+  /** Round trips on the critical path: the highest `wave` among trips that answered before `fn` resolved. */
+  criticalPath: number;
 }
 
 function commandsOf(body: unknown): string[] {
@@ -35,18 +45,38 @@ function commandsOf(body: unknown): string[] {
 
 export async function countTrips<T>(gatewayUrl: string, fn: () => Promise<T>): Promise<Counted<T>> {
   const trips: Trip[] = [];
+  const answered: Trip[] = [];
+  let resolved = false;
   const original = globalThis.fetch;
   const base = gatewayUrl.replace(/\/$/, '');
   globalThis.fetch = (async (input: RequestInfo | URL, init?: RequestInit) => {
     const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
-    if (url.startsWith(base)) {
-      trips.push({ path: url.slice(base.length) || '/', commands: commandsOf(init?.body) });
+    if (!url.startsWith(base)) return original(input, init);
+    const trip: Trip = {
+      path: url.slice(base.length) || '/',
+      commands: commandsOf(init?.body),
+      wave: 1 + Math.max(0, ...answered.map((t) => t.wave)),
+      beforeResult: false,
+    };
+    trips.push(trip);
+    try {
+      return await original(input, init);
+    } finally {
+      trip.beforeResult = !resolved;
+      answered.push(trip);
     }
-    return original(input, init);
   }) as typeof fetch;
   try {
     const result = await fn();
-    return { result, trips, count: trips.length, commands: trips.flatMap((t) => t.commands) };
+    resolved = true;
+    const critical = trips.filter((t) => t.beforeResult);
+    return {
+      result,
+      trips,
+      count: trips.length,
+      commands: trips.flatMap((t) => t.commands),
+      criticalPath: Math.max(0, ...critical.map((t) => t.wave)),
+    };
   } finally {
     globalThis.fetch = original;
   }
