@@ -10,6 +10,8 @@
  * - command names are sent upper-case: ioredis reshapes some replies (HGETALL into an object, …)
  *   keyed by lower-case names, and the gateway must pass Redis's replies through untouched.
  */
+import { getKeyIndexes } from '@ioredis/commands';
+import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import redisErrors from 'redis-errors';
 import { RequestError, type Command } from './commands.ts';
@@ -92,6 +94,36 @@ function send(client: Client, cmd: Command): Promise<unknown> {
   return client.callBuffer(cmd.wire ?? cmd.name, ...cmd.args);
 }
 
+/** The hash slot of a command's first key; -1 for keyless commands. */
+function slotOf(cmd: Command): number {
+  try {
+    const [first] = getKeyIndexes(cmd.name.toLowerCase(), cmd.args);
+    const key = first === undefined ? undefined : cmd.args[first];
+    return key === undefined ? -1 : calculateSlot(key);
+  } catch {
+    return -1; // a command ioredis does not know: let Redis answer it
+  }
+}
+
+/**
+ * A pipeline on a Cluster. ioredis sends each command to its slot's node, and a command that meets
+ * a node connection still opening, or a MOVED/ASK redirection, is retried behind the commands sent
+ * after it. So commands that share a slot are chained (each waits for the previous one's answer)
+ * and slots run in parallel: commands on one key keep request order; across slots Redis Cluster
+ * gives no order anyway (they live on different nodes). Keyless commands run at once.
+ */
+async function runOnCluster(cluster: Cluster, cmds: readonly Command[]): Promise<PromiseSettledResult<unknown>[]> {
+  const tails = new Map<number, Promise<unknown>>();
+  const runs = cmds.map((cmd) => {
+    const slot = slotOf(cmd);
+    if (slot === -1) return send(cluster, cmd);
+    const run = (tails.get(slot) ?? Promise.resolve()).then(() => send(cluster, cmd));
+    tails.set(slot, run.catch(() => undefined));
+    return run;
+  });
+  return Promise.allSettled(runs);
+}
+
 /** Runs `work` but gives up at `deadline` (ms since epoch); the late answer is dropped. */
 export async function withDeadline<T>(work: Promise<T>, deadline: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -153,6 +185,7 @@ export class Upstream {
   /** Ordinary commands on the shared connection, in order, each with its own outcome. */
   async run(cmds: readonly Command[], dedicated: boolean): Promise<Outcome[]> {
     if (dedicated) return this.#onDedicated((c) => Promise.allSettled(cmds.map((cmd) => send(c, cmd))));
+    if (this.client instanceof Cluster) return (await runOnCluster(this.client, cmds)).map(toOutcome);
     return (await Promise.allSettled(cmds.map((cmd) => send(this.client, cmd)))).map(toOutcome);
   }
 
