@@ -4,13 +4,15 @@
  * validators go in front of its handler, so `c.req.valid(...)` is typed from the same schema.
  *
  * @example
- * const getProduct = route({ method: 'get', path: '/products/{id}', summary: 'One product', tags: ['products'],
- *   params: z.object({ id: ProductId }), responses: { 200: { description: 'The product', body: Product } } });
- * products.get('/:id', getProduct.doc, getProduct.valid('param'), (c) => c.json(c.req.valid('param')));
+ * const IdParams = z.object({ id: z.coerce.number().int().min(1) });
+ * route({ method: 'get', path: '/products/{id}', summary: 'One product', tags: ['products'],
+ *   params: IdParams, responses: { 200: { description: 'The product', body: Product } } });
+ * products.get('/:id', validate('param', IdParams), (c) => c.json(c.req.valid('param')));
  */
 import type { MiddlewareHandler, ValidationTargets } from 'hono';
 import { validator } from 'hono/validator';
 import { z } from 'zod';
+import type { AppEnv } from '../env.ts';
 import { AppError } from '../lib/errors.ts';
 
 type Target = 'param' | 'query' | 'json' | 'header';
@@ -51,7 +53,7 @@ export function validate<T extends Target, S extends z.ZodType>(target: T, schem
     }
     return r.data as z.output<S>;
   }) as MiddlewareHandler<
-    Record<string, never>,
+    AppEnv,
     string,
     { in: { [K in T]: z.input<S> } & Partial<ValidationTargets>; out: { [K in T]: z.output<S> } }
   >;

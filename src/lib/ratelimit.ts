@@ -582,7 +582,13 @@ export function rateLimit(options: RateLimitOptions) {
       return;
     }
     if (!handled) await next();
-    for (const [name, value] of Object.entries(h)) c.header(name, value);
+    // A route's own limiter (login) may already have answered with its fields: the draft's fields
+    // are lists, so this policy joins them rather than replacing them; legacy headers stay the inner one's.
+    for (const [name, value] of Object.entries(h)) {
+      const inner = c.res.headers.get(name);
+      if (inner === null) c.header(name, value);
+      else if (name === 'RateLimit' || name === 'RateLimit-Policy') c.header(name, `${inner}, ${value}`);
+    }
   });
 }
 
