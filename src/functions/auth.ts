@@ -1,0 +1,222 @@
+/**
+ * Accounts and sessions: register, log in and out, list and revoke the sessions of the logged-in user.
+ *
+ * - Passwords: PBKDF2-SHA-256 through WebCrypto (src/lib/password.ts), in D1 `users.password_hash`.
+ *   Usernames are unique case-insensitively (`UNIQUE COLLATE NOCASE`); registering does not log in.
+ * - Login: validated first (a malformed body costs no try and no Redis), then `LOGIN_RATE_LIMIT`
+ *   tries per 15 minutes per IP + lower-cased username, every try counted (good ones too), an
+ *   exact sliding log that fails CLOSED (Redis down → 503). A wrong password and an unknown user
+ *   get the same 401 after the same PBKDF2 work. Success regenerates the session id and keeps the
+ *   session's data, so an anonymous cart carries over.
+ * - Bodies are strict: an unknown JSON field is a 400 naming it (a typo such as `pasword` should
+ *   not look like a wrong password).
+ * - "Log out everywhere" (`POST /auth/logout-all`) ends every session of the user, this one too;
+ *   `?keepCurrent=true` spares this one.
+ * - Every answer is `Cache-Control: no-store`.
+ *
+ * Round trips to Redis, the app-wide per-IP check included (for GET it shares the session load's
+ * trip; writes wait for it), once Redis has the scripts cached:
+ * - register 1: the check (the rest is D1);
+ * - login 3: the check → the login limit + the session load, together → the save (new session, the
+ *   user's index, the old session deleted);
+ * - logout 2: the check → DEL (1 without a cookie);
+ * - GET sessions 3: the check + the load → ZRANGE of the user's index → a load per session;
+ * - DELETE sessions/:id 3: the check → the load → the owner-checked revoke + ZREM;
+ * - logout-all 5: the check → the load → ZRANGE → the revokes + ZREM → DEL + ZREM of this one.
+ * A session due for a touch (every idleMs / 10) adds its save to the last trip or one more.
+ */
+import { Hono, type MiddlewareHandler } from 'hono';
+import { z } from 'zod';
+import type { AppEnv, SessionShape } from '../env.ts';
+import { AppError } from '../lib/errors.ts';
+import { hashPassword, needsRehash, verifyPassword, verifyUnknownUser } from '../lib/password.ts';
+import { authRateLimit } from '../lib/ratelimit.ts';
+import type { Session } from '../lib/session.ts';
+import { services } from '../services.ts';
+import { route, validate } from './openapi.ts';
+
+const Username = z
+  .string()
+  .min(3)
+  .max(32)
+  .regex(/^[A-Za-z0-9_.-]+$/, 'Only letters, digits, "_", "." and "-"');
+const Register = z.strictObject({ username: Username, password: z.string().min(8).max(128) });
+// Login does not restate the password policy: a password that could never have been registered is
+// simply wrong (401, one try spent), which also keeps working if the policy tightens later.
+const Login = z.strictObject({ username: Username, password: z.string().min(1).max(128) });
+const User = z.object({ id: z.number().int(), username: z.string() });
+const SessionId = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'A session id from GET /auth/sessions');
+const SessionItem = z.object({
+  id: SessionId,
+  createdAt: z.iso.datetime(),
+  lastSeenAt: z.iso.datetime(),
+  expiresAt: z.iso.datetime(),
+  userAgent: z.string().nullable(),
+  current: z.boolean(),
+});
+const KeepCurrent = z.object({ keepCurrent: z.enum(['true', 'false']).optional().describe('Spare the session making this request. Default false.') });
+
+type UserRow = { id: number; username: string; password_hash: string };
+
+/** A D1 failure is an outage (503 with Retry-After), not a bug (500); the cause is logged, not sent. */
+function d1<T>(work: Promise<T>): Promise<T> {
+  return work.catch((cause: unknown) => {
+    throw new AppError('unavailable', { detail: 'The account database is unavailable; try again shortly.', headers: { 'Retry-After': '5' }, cause });
+  });
+}
+
+const auth = new Hono<AppEnv>();
+
+auth.use(async (c, next) => {
+  await next();
+  c.header('Cache-Control', 'no-store');
+});
+
+/** The logged-in user of this request's session (1 round trip to load it), else 401. */
+async function requireUser(session: Session<SessionShape>): Promise<string> {
+  const userId = await session.getUser();
+  if (userId === undefined) throw new AppError('unauthorized', { detail: 'Log in first.' });
+  return userId;
+}
+
+// One middleware per env, like the app-wide ones (services are per env).
+const loginLimits = new WeakMap<Env, MiddlewareHandler<AppEnv>>();
+const loginLimit: MiddlewareHandler<AppEnv> = (c, next) => {
+  let m = loginLimits.get(c.env);
+  if (!m) {
+    m = authRateLimit({
+      limiter: services(c.env).loginLimiter,
+      // The body was validated before this runs, and Hono caches it, so reading it again is free
+      // and the username is known to be a short [A-Za-z0-9_.-] string.
+      key: [
+        'ip',
+        async (c) => {
+          const body: unknown = await c.req.json();
+          const name = typeof body === 'object' && body !== null ? (body as { username?: unknown }).username : undefined;
+          return { user: typeof name === 'string' ? name.toLowerCase() : undefined };
+        },
+      ],
+    }) as unknown as MiddlewareHandler<AppEnv>;
+    loginLimits.set(c.env, m);
+  }
+  return m(c, next);
+};
+
+/**
+ * Starts loading the session now, so its read leaves in the same request to Redis as the login
+ * limit check (the client batches a task's commands). `login()` awaits the same load; a failure is
+ * remembered by the session and rethrown there, so swallowing it here loses nothing.
+ */
+const preloadSession: MiddlewareHandler<AppEnv> = async (c, next) => {
+  c.get('session').handle().catch(() => undefined);
+  await next();
+};
+
+route({
+  method: 'post', path: '/auth/register', tags: ['auth'], summary: 'Create an account',
+  description: 'Usernames are unique regardless of case. Does not log in. Unknown fields are refused.',
+  body: Register,
+  responses: { 201: { description: 'Created', body: User }, 409: { description: 'The username is taken' } },
+});
+auth.post('/register', validate('json', Register), async (c) => {
+  const { username, password } = c.req.valid('json');
+  const hash = await hashPassword(password);
+  // One statement: the UNIQUE index decides, so two racing registrations cannot both win.
+  const row = await d1(
+    c.env.DB.prepare('INSERT INTO users (username, password_hash, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING RETURNING id, username')
+      .bind(username, hash, Date.now())
+      .first<{ id: number; username: string }>(),
+  );
+  if (!row) throw new AppError('conflict', { detail: 'That username is taken.' });
+  return c.json({ id: row.id, username: row.username }, 201);
+});
+
+route({
+  method: 'post', path: '/auth/login', tags: ['auth'], summary: 'Log in',
+  description: 'Sets a new session cookie (the id is regenerated; the session\'s cart is kept). LOGIN_RATE_LIMIT tries per 15 minutes per IP + username, every try counted; fails closed.',
+  body: Login,
+  responses: { 200: { description: 'Logged in', body: User }, 401: { description: 'Wrong username or password' }, 429: { description: 'Too many tries' } },
+});
+auth.post('/login', validate('json', Login), preloadSession, loginLimit, async (c) => {
+  const { username, password } = c.req.valid('json');
+  const row = await d1(c.env.DB.prepare('SELECT id, username, password_hash FROM users WHERE username = ?1').bind(username).first<UserRow>());
+  const ok = row ? await verifyPassword(password, row.password_hash) : await verifyUnknownUser(password);
+  if (!row || !ok) throw new AppError('unauthorized', { detail: 'Wrong username or password.' });
+  await c.get('session').login(String(row.id));
+  c.set('user', String(row.id));
+  if (needsRehash(row.password_hash)) {
+    // An older, cheaper hash: upgrade it now that the password is known. Off the response path.
+    c.executionCtx.waitUntil(
+      hashPassword(password)
+        .then((h) => c.env.DB.prepare('UPDATE users SET password_hash = ?1 WHERE id = ?2 AND password_hash = ?3').bind(h, row.id, row.password_hash).run())
+        .catch((e: unknown) => console.error(`[auth] rehash failed: ${e instanceof Error ? e.name : typeof e}`)),
+    );
+  }
+  return c.json({ id: row.id, username: row.username }, 200);
+});
+
+route({
+  method: 'post', path: '/auth/logout', tags: ['auth'], summary: 'Log out', security: 'session',
+  description: 'Ends this session and clears the cookie; 204 whether or not there was one.',
+  responses: { 204: { description: 'Logged out' } },
+});
+auth.post('/logout', (c) => {
+  c.get('session').destroy();
+  return c.body(null, 204);
+});
+
+route({
+  method: 'get', path: '/auth/sessions', tags: ['auth'], summary: 'The logged-in user\'s sessions', security: 'session',
+  description: 'Most recently seen first; `current` marks the one making this request. `id` is a non-secret handle, not the cookie.',
+  responses: { 200: { description: 'Sessions', body: z.object({ items: z.array(SessionItem) }) }, 401: { description: 'Not logged in' } },
+});
+auth.get('/sessions', async (c) => {
+  const userId = await requireUser(c.get('session'));
+  c.set('user', userId);
+  const [list, current] = await Promise.all([services(c.env).sessions.listSessions(userId), c.get('session').handle()]);
+  const iso = (ms: number) => new Date(ms).toISOString();
+  return c.json({
+    items: list.map((s) => ({
+      id: s.handle, createdAt: iso(s.createdAt), lastSeenAt: iso(s.lastSeenAt), expiresAt: iso(s.expiresAt), userAgent: s.userAgent ?? null, current: s.handle === current,
+    })),
+  });
+});
+
+route({
+  method: 'delete', path: '/auth/sessions/{id}', tags: ['auth'], summary: 'End one of your sessions', security: 'session',
+  params: z.object({ id: SessionId }),
+  responses: { 204: { description: 'Ended' }, 401: { description: 'Not logged in' }, 404: { description: 'No such session of yours' } },
+});
+auth.delete('/sessions/:id', validate('param', z.object({ id: SessionId })), async (c) => {
+  const userId = await requireUser(c.get('session'));
+  c.set('user', userId);
+  const { id } = c.req.valid('param');
+  const session = c.get('session');
+  if (id === (await session.handle())) {
+    session.destroy(); // also clears this response's cookie
+    return c.body(null, 204);
+  }
+  // The revoke script checks the owner, so another user's handle is "not found", not a 403 oracle.
+  if (!(await services(c.env).sessions.revokeSession(userId, id))) throw new AppError('not_found', { detail: 'No such session.' });
+  return c.body(null, 204);
+});
+
+route({
+  method: 'post', path: '/auth/logout-all', tags: ['auth'], summary: 'Log out everywhere', security: 'session',
+  description: 'Ends every session of the user, this one included unless `keepCurrent=true`. Answers how many ended.',
+  query: KeepCurrent,
+  responses: { 200: { description: 'Sessions ended', body: z.object({ revoked: z.number().int() }) }, 401: { description: 'Not logged in' } },
+});
+auth.post('/logout-all', validate('query', KeepCurrent), async (c) => {
+  const userId = await requireUser(c.get('session'));
+  c.set('user', userId);
+  const keep = c.req.valid('query').keepCurrent === 'true';
+  const session = c.get('session');
+  const current = await session.handle();
+  const others = await services(c.env).sessions.revokeAll(userId, { except: current });
+  if (keep) return c.json({ revoked: others }, 200);
+  session.destroy(); // ends this one in the save after the handler, and clears the cookie
+  return c.json({ revoked: others + 1 }, 200);
+});
+
+export default auth;
