@@ -1,0 +1,56 @@
+/**
+ * `GET /leaderboard/best-sellers?limit=10`: products by units sold, from the sorted set that
+ * `POST /checkout` increments (src/lib/leaderboard.ts).
+ *
+ * Round trips: 1, and it is the request's only one: the ZRANGE leaves in the same HTTP request as
+ * the default per-IP check (a GET runs alongside its check). Not cached in Redis: a cached copy would
+ * cost the same one command. Browsers and CDNs may keep it {@link MAX_AGE_S} s (`Cache-Control`).
+ * A Redis failure answers 503 problem+json. Every listed id is a real product: products that were
+ * ever ordered cannot be deleted (order_items refer to them; DELETE /products/:id answers 409).
+ */
+import { Hono } from 'hono';
+import { z } from 'zod';
+import type { AppEnv } from '../env.ts';
+import { createLeaderboard, type Leaderboard } from '../lib/leaderboard.ts';
+import { services } from '../services.ts';
+import { route, validate } from './openapi.ts';
+
+/** Seconds a best-sellers answer may be reused by browsers and shared caches. */
+export const MAX_AGE_S = 5;
+
+const boards = new WeakMap<Env, Leaderboard>();
+
+/** The best-sellers leaderboard of this env: product id → units sold. */
+export function bestSellers(env: Env): Leaderboard {
+  let b = boards.get(env);
+  if (!b) {
+    const s = services(env);
+    b = createLeaderboard({ redis: s.redis, key: s.keys.key('leaderboard', 'best-sellers') });
+    boards.set(env, b);
+  }
+  return b;
+}
+
+const Query = z.object({
+  limit: z.coerce.number().int().min(1).max(100).default(10).describe('How many products, 1..100'),
+});
+const BestSellers = z.object({
+  items: z.array(z.object({ productId: z.number().int(), sold: z.number().int() })),
+});
+
+const leaderboard = new Hono<AppEnv>();
+
+route({
+  method: 'get', path: '/leaderboard/best-sellers', tags: ['leaderboard'], summary: 'Best-selling products',
+  description: 'Highest units sold first (ties in descending string order of the id, as Redis sorts members). Counts every order since the leaderboard began.',
+  query: Query,
+  responses: { 200: { description: 'The top products', body: BestSellers } },
+});
+leaderboard.get('/best-sellers', validate('query', Query), async (c) => {
+  const { limit } = c.req.valid('query');
+  const top = await bestSellers(c.env).top(limit);
+  c.header('Cache-Control', `public, max-age=${MAX_AGE_S}`);
+  return c.json({ items: top.map((e) => ({ productId: Number(e.member), sold: e.score })) });
+});
+
+export default leaderboard;
