@@ -5,7 +5,14 @@
  */
 import { Hono } from 'hono';
 import type { AppEnv } from './env.ts';
+import auth from './functions/auth.ts';
+import cart from './functions/cart.ts';
+import checkout from './functions/checkout.ts';
+import events from './functions/events.ts';
+import leaderboard from './functions/leaderboard.ts';
 import { docsPage, openApiDocument } from './functions/openapi.ts';
+import products from './functions/products.ts';
+import { scheduled } from './functions/scheduled.ts';
 import { notFound, onError } from './lib/errors.ts';
 import { classifyRedisError, createRedis, type RedisFailure } from './lib/redis.ts';
 import { csrfGuard, defaultRateLimit, limitBody, sessions } from './middleware.ts';
@@ -46,7 +53,14 @@ app.get('/openapi.json', (c) =>
 app.get('/docs', (c) => c.html(docsPage('/openapi.json')));
 
 app.use(limitBody, csrfGuard, defaultRateLimit, sessions);
+app.route('/checkout', checkout);
+app.route('/leaderboard', leaderboard);
+app.route('/events', events);
+app.route('/products', products);
+app.route('/auth', auth);
+app.route('/cart', cart);
 
 export default {
   fetch: app.fetch,
+  scheduled,
 } satisfies ExportedHandler<Env>;
