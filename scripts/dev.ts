@@ -1,21 +1,29 @@
 /**
  * `npm run dev [-- <wrangler dev args>]`: the whole local stack in one command, no Docker.
  *
- * 1. Redis: `REDIS_URL` if set, else a throwaway redis-server on a free port (no persistence).
- * 2. The REST gateway, in this process, on `GATEWAY_PORT` (default 8079) with a random token per
+ * 1. D1: `wrangler d1 migrations apply DB --local` (schema + 1200 seeded products) into the local
+ *    database under .wrangler/state, without a prompt; already applied migrations are skipped.
+ * 2. Redis: `REDIS_URL` if set, else a throwaway redis-server on a free port (no persistence).
+ * 3. The REST gateway, in this process, on `GATEWAY_PORT` (default 8079) with a random token per
  *    run unless `GATEWAY_TOKEN` is set. Admin commands are allowed unless
  *    `GATEWAY_ALLOW_ADMIN_COMMANDS=false`, so FLUSHDB & co. work against the throwaway Redis.
- * 3. `wrangler dev` on 127.0.0.1:8787 with the gateway's URL and token as the Worker's
- *    `UPSTASH_REDIS_REST_URL` / `UPSTASH_REDIS_REST_TOKEN`, and `--test-scheduled` so the cron
- *    handler can be fired with `curl http://127.0.0.1:8787/__scheduled`.
+ * 4. `wrangler dev` on 127.0.0.1:8787 with `--test-scheduled` (the cron handler fires on
+ *    `/__scheduled`), the user's extra args appended (so `--var API_RATE_LIMIT:1000` works), and the
+ *    secrets `UPSTASH_REDIS_REST_URL` / `UPSTASH_REDIS_REST_TOKEN` (this gateway) and `ADMIN_TOKEN`
+ *    (from the environment, else random per run) in wrangler's environment, not its command line.
  *
- * Ctrl-C or SIGTERM stops all three and exits 0; if wrangler exits on its own, the rest is stopped
- * and its exit code is ours. The token is never printed: it is written to a 0600 file that is
+ * Ready means `GET /healthz` answers 200; then the URLs are printed. Ctrl-C or SIGTERM stops
+ * everything and exits 0; if wrangler exits on its own, the rest is stopped and its exit code is
+ * ours. Tokens are never printed in full: each is written to a 0600 file under .wrangler/ that is
  * removed on exit.
+ *
+ * Why the environment: wrangler 4 reads a Worker's `[secrets] required` names from `process.env`
+ * (unless a `.dev.vars` file exists, in which case it reads only that file), and a process's
+ * environment is readable by its owner only, whereas `--var NAME:value` shows in everyone's `ps`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +34,7 @@ import { startRedisServer, type RedisProcess } from '../test/support/redis-proce
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = path.join(root, 'node_modules', '.bin');
 const tokenFile = path.join(root, '.wrangler', 'dev-gateway-token');
+const adminTokenFile = path.join(root, '.wrangler', 'dev-admin-token');
 const READY_TIMEOUT_MS = 120_000;
 const WRANGLER_STOP_GRACE_MS = 10_000;
 
@@ -48,8 +57,23 @@ function flagValue(args: readonly string[], name: string): string | undefined {
   return undefined;
 }
 
+/** Whether the user passed `--name`, `--name=v` or one of its aliases. */
+function hasFlag(args: readonly string[], ...names: string[]): boolean {
+  return args.some((a) => names.some((n) => a === n || a.startsWith(`${n}=`)));
+}
+
 function mask(secret: string): string {
   return `${secret.slice(0, 4)}… (${secret.length} chars)`;
+}
+
+/**
+ * Writes a secret readable by its owner only. A file left by a crashed run is replaced rather than
+ * rewritten, because `mode` applies only when a file is created.
+ */
+function writeSecretFile(file: string, secret: string): void {
+  mkdirSync(path.dirname(file), { recursive: true });
+  rmSync(file, { force: true });
+  writeFileSync(file, `${secret}\n`, { mode: 0o600, flag: 'wx' });
 }
 
 // `npm run dev -- --x` strips the `--`; `node scripts/dev.ts -- --x` does not.
@@ -62,6 +86,8 @@ const appUrl = `http://${ip.includes(':') ? `[${ip}]` : ip}:${port}`;
 let redisServer: RedisProcess | undefined;
 let gateway: RunningGateway | undefined;
 let wrangler: ChildProcess | undefined;
+/** `wrangler d1 migrations apply` while it runs. */
+let migrating: ChildProcess | undefined;
 let stopping = false;
 /** What is being started right now, so a signal during startup still stops it once it is up. */
 let starting: Promise<unknown> | undefined;
@@ -79,6 +105,7 @@ async function stopServices(): Promise<void> {
     redisServer = undefined;
   }
   rmSync(tokenFile, { force: true });
+  rmSync(adminTokenFile, { force: true });
 }
 
 function waitForExit(child: ChildProcess, ms: number): Promise<boolean> {
@@ -96,6 +123,11 @@ async function shutdown(signal: NodeJS.Signals): Promise<void> {
   if (stopping) return;
   stopping = true;
   say(`${signal} received, shutting down`);
+  if (migrating && migrating.exitCode === null && migrating.signalCode === null) {
+    say('stopping the D1 migration');
+    migrating.kill('SIGTERM');
+    await waitForExit(migrating, 5_000);
+  }
   const child = wrangler;
   if (child && child.exitCode === null && child.signalCode === null) {
     say('stopping wrangler');
@@ -115,27 +147,96 @@ async function shutdown(signal: NodeJS.Signals): Promise<void> {
 process.on('SIGINT', (s) => void shutdown(s));
 process.on('SIGTERM', (s) => void shutdown(s));
 
-async function waitUntilReady(): Promise<void> {
+/** Polls `/healthz` until it answers 200; true once it does, false on timeout, stop or wrangler's exit. */
+async function waitUntilReady(): Promise<boolean> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
+  let last = '';
   while (!stopping && wrangler?.exitCode === null && Date.now() < deadline) {
     try {
       const res = await fetch(`${appUrl}/healthz`, { signal: AbortSignal.timeout(5_000) });
       const body = (await res.text()).slice(0, 200).replace(/\s+/g, ' ');
-      if (stopping) return;
-      say(`GET ${appUrl}/healthz → ${res.status} ${body}`);
-      say(res.ok ? 'ready' : 'ready, but /healthz does not answer 200: see the line above');
-      return;
+      if (res.ok) return !stopping;
+      // Up but unhealthy (Redis unreachable?): say it once per distinct answer and keep polling.
+      const seen = `${res.status} ${body}`;
+      if (seen !== last && !stopping) say(`GET ${appUrl}/healthz → ${seen}; waiting for 200`);
+      last = seen;
     } catch {
       // Not listening yet: wrangler is still bundling or starting workerd.
-      await new Promise((r) => setTimeout(r, 500));
     }
+    await new Promise((r) => setTimeout(r, 500));
   }
   if (!stopping && wrangler?.exitCode === null) {
-    say(`${appUrl}/healthz did not answer within ${READY_TIMEOUT_MS / 1000} s; wrangler keeps running`);
+    say(`${appUrl}/healthz did not answer 200 within ${READY_TIMEOUT_MS / 1000} s${last ? ` (last: ${last})` : ''}; wrangler keeps running`);
+  }
+  return false;
+}
+
+/** Where the user's wrangler args put the local D1 state, config and environment, for the migration. */
+function migrationArgs(): string[] {
+  const forwarded: string[] = [];
+  for (const [flag, ...aliases] of [['--persist-to'], ['--config', '-c'], ['--env', '-e']] as const) {
+    for (const name of [flag, ...aliases]) {
+      const value = flagValue(extraArgs, name);
+      if (value !== undefined) {
+        forwarded.push(flag, value);
+        break;
+      }
+    }
+  }
+  return ['d1', 'migrations', 'apply', 'DB', '--local', ...forwarded];
+}
+
+/** Env for wrangler: Node 24 from node_modules first, no telemetry unless the user opts in. */
+function wranglerEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  return {
+    WRANGLER_SEND_METRICS: 'false',
+    ...process.env,
+    // Node 24 from node_modules first, so wrangler's `#!/usr/bin/env node` does not pick system Node 20.
+    PATH: `${bin}${path.delimiter}${process.env['PATH'] ?? ''}`,
+    ...extra,
+  };
+}
+
+/**
+ * Applies the D1 migrations to the local database. Wrangler asks for confirmation unless it runs
+ * without a TTY or under CI; stdin is not a TTY here and CI=true covers the rest, so it never waits
+ * for an answer. Its output (tables per migration) is kept and shown only when it fails.
+ */
+async function applyMigrations(): Promise<void> {
+  const args = migrationArgs();
+  say(`applying D1 migrations (schema + 1200 products)… (wrangler ${args.join(' ')})`);
+  const output: string[] = [];
+  const child = spawn(path.join(bin, 'wrangler'), args, {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: wranglerEnv({ CI: 'true' }),
+  });
+  migrating = child;
+  child.stdout.on('data', (chunk: Buffer) => output.push(chunk.toString('utf8')));
+  child.stderr.on('data', (chunk: Buffer) => output.push(chunk.toString('utf8')));
+  const status = await new Promise<number | string>((resolve) => {
+    child.once('error', (err) => resolve(err.message));
+    child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
+  });
+  migrating = undefined;
+  if (stopping) return;
+  const text = output.join('');
+  if (status !== 0) {
+    process.stderr.write(text.endsWith('\n') || text === '' ? text : `${text}\n`);
+    fail(`applying the D1 migrations failed (${typeof status === 'number' ? `exit code ${status}` : status}); wrangler's output is above`);
+  }
+  if (text.includes('No migrations to apply')) {
+    say('D1 is up to date (no migrations to apply)');
+  } else {
+    const applied = [...new Set(text.match(/\b\d{4}_[\w.-]+\.sql\b/g) ?? [])];
+    say(`D1 migrations applied: ${applied.length > 0 ? applied.join(', ') : 'done'}`);
   }
 }
 
 async function main(): Promise<void> {
+  await applyMigrations();
+  if (stopping) return;
+
   let redisUrl = process.env['REDIS_URL'];
   if (redisUrl) {
     say(`using Redis from REDIS_URL: ${redactUrl(redisUrl)}`);
@@ -175,44 +276,55 @@ async function main(): Promise<void> {
     if (code === 'EADDRINUSE') fail(`port ${config.port} is already in use: set GATEWAY_PORT to another port`);
     fail(`the gateway could not start: ${err instanceof Error ? err.message : String(err)}`);
   }
-  mkdirSync(path.dirname(tokenFile), { recursive: true });
-  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+  writeSecretFile(tokenFile, token);
   say(`gateway ready at ${gateway.url}${config.allowAdminCommands ? ' (admin commands allowed)' : ''}`);
   say(
     process.env['GATEWAY_TOKEN']
       ? `gateway token: from GATEWAY_TOKEN (${mask(token)})`
-      : `gateway token: random for this run (${mask(token)}), in ${path.relative(process.cwd(), tokenFile)}`,
+      : `gateway token: random for this run (${mask(token)}); read it with: cat ${path.relative(process.cwd(), tokenFile)}`,
+  );
+
+  const envAdminToken = process.env['ADMIN_TOKEN'];
+  const adminToken = envAdminToken || randomBytes(24).toString('base64url');
+  writeSecretFile(adminTokenFile, adminToken);
+  say(
+    envAdminToken
+      ? `ADMIN_TOKEN: from the environment (${mask(adminToken)})`
+      : `ADMIN_TOKEN: random for this run (${mask(adminToken)}); read it with: cat ${path.relative(process.cwd(), adminTokenFile)}`,
   );
   if (stopping) return;
+
+  // With a .dev.vars file wrangler reads secrets from that file alone and ignores process.env. Naming
+  // it as an --env-file instead keeps its other entries and lets the environment (ours) win.
+  // (`--env X` makes wrangler prefer .dev.vars.X, so the same choice is made here.)
+  const targetEnv = flagValue(extraArgs, '--env') ?? flagValue(extraArgs, '-e');
+  const devVars = [...(targetEnv ? [`.dev.vars.${targetEnv}`] : []), '.dev.vars'].find((f) => existsSync(path.join(root, f)));
+  const envFileArgs = devVars !== undefined && !hasFlag(extraArgs, '--env-file') ? ['--env-file', devVars] : [];
+  if (devVars !== undefined && envFileArgs.length > 0) {
+    say(`${devVars} found: passing it as --env-file, so the secrets below override its entries of the same name`);
+  }
 
   const args = [
     'dev',
     ...(flagValue(extraArgs, '--ip') === undefined ? ['--ip', ip] : []),
     ...(flagValue(extraArgs, '--port') === undefined ? ['--port', port] : []),
-    '--var',
-    `UPSTASH_REDIS_REST_URL:${gateway.url}`,
-    '--var',
-    `UPSTASH_REDIS_REST_TOKEN:${token}`,
+    ...envFileArgs,
     ...(extraArgs.includes('--test-scheduled') ? [] : ['--test-scheduled']),
     ...extraArgs,
   ];
-  const shown = args.map((a) => (a.startsWith('UPSTASH_REDIS_REST_TOKEN:') ? 'UPSTASH_REDIS_REST_TOKEN:***' : a));
-  say(`starting wrangler ${shown.join(' ')}`);
-  say(`app:     ${appUrl}  (health: ${appUrl}/healthz, cron: ${appUrl}/__scheduled)`);
-  say(`gateway: ${gateway.url}`);
+  say(`starting wrangler ${args.join(' ')}`);
+  say('  secrets UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN and ADMIN_TOKEN go in its environment, not its arguments');
   wrangler = spawn(path.join(bin, 'wrangler'), args, {
     cwd: root,
     stdio: 'inherit',
-    env: {
-      WRANGLER_SEND_METRICS: 'false',
-      ...process.env,
-      // Node 24 from node_modules first, so wrangler's `#!/usr/bin/env node` does not pick system Node 20.
-      PATH: `${bin}${path.delimiter}${process.env['PATH'] ?? ''}`,
-      // The `--var`s above are what the Worker sees (they beat .dev.vars); these only satisfy
-      // wrangler.toml's `[secrets] required` check, which otherwise warns they are missing.
+    env: wranglerEnv({
+      // Wrangler 4 reads `[secrets] required` names from process.env only while this is on (its
+      // default); forced so a user's `false` cannot silently leave the Worker without them.
+      CLOUDFLARE_LOAD_DEV_VARS_FROM_DOT_ENV: 'true',
       UPSTASH_REDIS_REST_URL: gateway.url,
       UPSTASH_REDIS_REST_TOKEN: token,
-    },
+      ADMIN_TOKEN: adminToken,
+    }),
   });
   wrangler.once('error', (err) => {
     if (stopping) return;
@@ -228,7 +340,14 @@ async function main(): Promise<void> {
     const status = code ?? 128 + (signal ? constants.signals[signal] : 0);
     void stopServices().then(() => process.exit(status));
   });
-  await waitUntilReady();
+  if (!(await waitUntilReady())) return;
+  const cron = `${appUrl}/__scheduled?cron=*+*+*+*+*`;
+  say('ready:');
+  say(`  app:     ${appUrl}  (GET ${appUrl}/healthz → 200)`);
+  say(`  docs:    ${appUrl}/docs  (OpenAPI: ${appUrl}/openapi.json)`);
+  say(`  gateway: ${gateway.url}`);
+  say(`  cron:    curl "${cron}"  (runs scheduled(): flushes page views to D1)`);
+  say('Ctrl-C stops everything.');
 }
 
 main().catch(async (err: unknown) => {

@@ -1,0 +1,495 @@
+/**
+ * `npm run bench:api`: the app's hot read endpoints under `wrangler dev`, side by side with a
+ * baseline Worker written the way the seed articles write them (bench/baseline/worker.ts).
+ *
+ * One run starts everything it needs and stops it at the end (also on Ctrl-C):
+ * - a private redis-server on a free port and the REST gateway in this process, adding
+ *   `GATEWAY_LATENCY_MS` (default 20) to every answer, i.e. a Worker ~20 ms away from its Redis;
+ * - both Workers bundled once (`wrangler deploy --dry-run`), so edits to src/ during the run cannot
+ *   reload them mid-measurement, then served by `wrangler dev --no-bundle` on free ports, each with
+ *   its own D1 database (migrations applied into a temporary `--persist-to` folder; the dev
+ *   database under .wrangler/state is never touched) and `API_RATE_LIMIT` at 1,000,000/min so the
+ *   bench measures the limiter's cost, not its refusals.
+ *
+ * Workloads (every request must answer 200, else the run stops):
+ * - `hot`:  `GET /products/:id` over ids 1..10 (warm cache);
+ * - `list`: `GET /products?category=books&page=1` (warm cache);
+ * - `mix`:  `GET /products/:id`, 80 % the hot ids and 20 % spread over 11..1200, the same id
+ *   sequence for both Workers, so the misses are comparable (fewer as the run goes on).
+ *
+ * Environment:
+ * - `BENCH_CONCURRENCY`: comma-separated requests in flight per cell (default `1,16`)
+ * - `BENCH_DURATION_MS`: measured time per cell (default 5000); `BENCH_WARMUP_MS` (default 1000)
+ * - `BENCH_WORKLOADS`: subset of `hot,list,mix`
+ * - `GATEWAY_LATENCY_MS`: simulated Worker↔Redis latency (default 20)
+ * - `GATEWAY_LOG_REQUESTS=true`: print every request the gateway receives (to see the traffic)
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, loadConfig } from '../gateway/config.ts';
+import { startGateway, type RunningGateway } from '../gateway/server.ts';
+import { freePort, startRedisServer, type RedisProcess } from '../test/support/redis-process.ts';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const bin = path.join(root, 'node_modules', '.bin');
+const READY_TIMEOUT_MS = 120_000;
+const STOP_GRACE_MS = 10_000;
+/** High enough that no request of the bench is refused; the limiter still runs on every one. */
+const RATE_LIMIT = '1000000';
+const HOT_IDS = 10;
+const PRODUCTS = 1200;
+
+function say(line: string): void {
+  process.stdout.write(`bench: ${line}\n`);
+}
+
+function envInt(name: string, fallback: number, min = 1): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be a whole number ≥ ${min}, got "${raw}"`);
+  return n;
+}
+
+function envList(name: string, fallback: string): string[] {
+  return (process.env[name] ?? fallback)
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Everything started is registered here and stopped once, in reverse order, by whichever comes
+// first: the end of main, a failure, or Ctrl-C / SIGTERM.
+
+const stops: { what: string; stop: () => Promise<void> }[] = [];
+let stopped: Promise<void> | undefined;
+let interrupted = false;
+
+async function stopOne(what: string, stop: () => Promise<void>): Promise<void> {
+  say(`stopping ${what}`);
+  await stop().catch((err: unknown) => say(`${what} did not stop cleanly: ${err instanceof Error ? err.message : String(err)}`));
+}
+
+/**
+ * Registers a stop; the returned function unregisters it (for things that ended by themselves).
+ * Something started while everything is being stopped (a spawn already under way when Ctrl-C
+ * came) is stopped at once.
+ */
+function onStop(what: string, stop: () => Promise<void>): () => void {
+  if (stopped) {
+    void stopOne(what, stop);
+    return () => undefined;
+  }
+  const entry = { what, stop };
+  stops.push(entry);
+  return () => {
+    const i = stops.indexOf(entry);
+    if (i >= 0) stops.splice(i, 1);
+  };
+}
+
+function stopAll(): Promise<void> {
+  stopped ??= (async () => {
+    for (const { what, stop } of stops.splice(0).reverse()) await stopOne(what, stop);
+  })();
+  return stopped;
+}
+
+/** Thrown at the next step once Ctrl-C came, so main starts nothing new. */
+class Interrupted extends Error {
+  override name = 'Interrupted';
+}
+
+function checkInterrupted(): void {
+  if (interrupted) throw new Interrupted('interrupted');
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (interrupted) return;
+    interrupted = true;
+    say(`${signal} received, stopping`);
+    // Shell convention for death by signal: 130 for SIGINT, 143 for SIGTERM.
+    void stopAll().then(() => process.exit(128 + os.constants.signals[signal]));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// wrangler
+
+function wranglerEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  return {
+    WRANGLER_SEND_METRICS: 'false',
+    ...process.env,
+    // Node 24 from node_modules first, so wrangler's `#!/usr/bin/env node` does not pick system Node 20.
+    PATH: `${bin}${path.delimiter}${process.env['PATH'] ?? ''}`,
+    // Wrangler reads `[secrets] required` from process.env only while this is on (its default).
+    CLOUDFLARE_LOAD_DEV_VARS_FROM_DOT_ENV: 'true',
+    ...extra,
+  };
+}
+
+function exitOf(child: ChildProcess): Promise<number | string> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode ?? child.signalCode ?? 'unknown');
+    child.once('error', (err) => resolve(err.message));
+    child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
+  });
+}
+
+/** Keeps the last lines a child printed, to show them if it fails. */
+function captureOutput(child: ChildProcess, keep = 40): string[] {
+  const lines: string[] = [];
+  const push = (chunk: Buffer) => {
+    lines.push(...chunk.toString('utf8').split('\n').filter((l) => l.trim() !== ''));
+    lines.splice(0, Math.max(0, lines.length - keep));
+  };
+  child.stdout?.on('data', push);
+  child.stderr?.on('data', push);
+  return lines;
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  // No pid: it never started (spawn failed), so there is nothing to stop or wait for.
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+  await exitOf(child);
+  clearTimeout(timer);
+}
+
+/** Runs a short wrangler command to completion; throws with its output when it fails. */
+async function wrangler(args: string[], what: string, env: Record<string, string> = {}): Promise<void> {
+  // No TTY (stdin ignored) and CI=true: wrangler takes the default answer of any prompt
+  // (`d1 migrations apply` asks "continue?") instead of waiting for one.
+  checkInterrupted();
+  const child = spawn(path.join(bin, 'wrangler'), args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: wranglerEnv({ CI: 'true', ...env }) });
+  const output = captureOutput(child);
+  const forget = onStop(what, () => stopChild(child));
+  const status = await exitOf(child);
+  forget();
+  checkInterrupted();
+  if (status !== 0) throw new Error(`${what} failed (${status}): wrangler ${args.join(' ')}\n${output.join('\n')}`);
+}
+
+interface Worker {
+  name: string;
+  url: string;
+}
+
+/** `wrangler dev` of a pre-built bundle; resolves once `GET /healthz` answers 200. */
+async function startWorker(name: string, opts: { config: string; script: string; persistTo: string; envFile: string; secrets: Record<string, string> }): Promise<Worker> {
+  const port = await freePort();
+  const inspector = await freePort();
+  checkInterrupted();
+  const args = [
+    'dev', opts.script, '--no-bundle',
+    '--config', opts.config,
+    '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspector),
+    '--persist-to', opts.persistTo,
+    // An empty env file: the user's .dev.vars must not replace the secrets given below.
+    '--env-file', opts.envFile,
+    '--var', `API_RATE_LIMIT:${RATE_LIMIT}`,
+    // Per-request log lines would cost CPU on the same cores as the Workers.
+    '--log-level', 'warn',
+    '--show-interactive-dev-session=false',
+  ];
+  const child = spawn(path.join(bin, 'wrangler'), args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: wranglerEnv(opts.secrets) });
+  const output = captureOutput(child);
+  // A spawn failure ends the wait below (the child never runs); its message joins the output.
+  let spawnFailed = false;
+  child.once('error', (err) => {
+    spawnFailed = true;
+    output.push(`could not start wrangler: ${err.message}`);
+  });
+  onStop(`wrangler dev (${name})`, () => stopChild(child));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  let last = 'no answer';
+  while (Date.now() < deadline && child.exitCode === null && child.signalCode === null && !spawnFailed && !interrupted) {
+    try {
+      const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(5_000) });
+      const body = (await res.text()).slice(0, 200);
+      if (res.ok) return { name, url };
+      last = `${res.status} ${body}`;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  checkInterrupted();
+  throw new Error(`wrangler dev (${name}) was not ready (GET /healthz: ${last})\n${output.join('\n')}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// measuring
+
+/** A well-mixed 32-bit hash of i (same input, same output), for reproducible id sequences. */
+function hash(i: number): number {
+  let x = Math.imul(i ^ 0x9e3779b9, 0x85ebca6b);
+  x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35);
+  return (x ^ (x >>> 16)) >>> 0;
+}
+
+interface Workload {
+  name: string;
+  label: string;
+  path: (i: number) => string;
+  /** Requested once on each Worker before the timed warmup, so "warm" means every one is cached. */
+  prime: string[];
+}
+
+const hotPaths = Array.from({ length: HOT_IDS }, (_, i) => `/products/${i + 1}`);
+
+const ALL_WORKLOADS: Workload[] = [
+  { name: 'hot', label: `GET /products/:id (hot, ${HOT_IDS} ids)`, path: (i) => `/products/${1 + (i % HOT_IDS)}`, prime: hotPaths },
+  { name: 'list', label: 'GET /products?category=books&page=1', path: () => '/products?category=books&page=1', prime: ['/products?category=books&page=1'] },
+  {
+    name: 'mix',
+    label: 'GET /products/:id (mix, 80 % hot)',
+    path: (i) => {
+      const h = hash(i);
+      return `/products/${h % 5 === 0 ? HOT_IDS + 1 + ((h >>> 3) % (PRODUCTS - HOT_IDS)) : 1 + ((h >>> 3) % HOT_IDS)}`;
+    },
+    prime: hotPaths,
+  },
+];
+
+interface Cell {
+  requests: number;
+  rps: number;
+  p50: number;
+  p99: number;
+  /** X-Cache values seen (HIT / STALE / MISS), for the progress line. */
+  cache: Map<string, number>;
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[rank] ?? Number.NaN;
+}
+
+/** One request as a client at `ip`; anything but 200 stops the run. */
+async function get(worker: Worker, p: string, ip = '198.51.100.250'): Promise<{ body: string; cache: string }> {
+  const res = await fetch(`${worker.url}${p}`, { headers: { 'cf-connecting-ip': ip } });
+  const body = await res.text();
+  if (res.status !== 200) throw new Error(`${worker.name}: GET ${p} answered ${res.status}: ${body.slice(0, 300)}`);
+  return { body, cache: res.headers.get('x-cache') ?? '-' };
+}
+
+/**
+ * Keeps `concurrency` requests in flight for `durationMs`; request i goes to `path(offset + i)`.
+ * Each in-flight slot sends its own `cf-connecting-ip`, as distinct clients would.
+ */
+async function run(worker: Worker, w: Workload, concurrency: number, durationMs: number, offset: number): Promise<Cell> {
+  let latencies = new Float64Array(1 << 14);
+  let count = 0;
+  let next = 0;
+  const cache = new Map<string, number>();
+  const start = performance.now();
+  const deadline = start + durationMs;
+  const slot = async (n: number): Promise<void> => {
+    const ip = `198.51.100.${n + 1}`;
+    while (performance.now() < deadline) {
+      checkInterrupted();
+      const t0 = performance.now();
+      const { cache: xc } = await get(worker, w.path(offset + next++), ip);
+      const dt = performance.now() - t0;
+      cache.set(xc, (cache.get(xc) ?? 0) + 1);
+      if (count === latencies.length) {
+        const grown = new Float64Array(latencies.length * 2);
+        grown.set(latencies);
+        latencies = grown;
+      }
+      latencies[count++] = dt;
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, (_, n) => slot(n)));
+  const elapsed = performance.now() - start;
+  const sorted = latencies.subarray(0, count).sort();
+  return { requests: count, rps: (count * 1000) / elapsed, p50: percentile(sorted, 50), p99: percentile(sorted, 99), cache };
+}
+
+/** Gateway totals from its Prometheus endpoint: HTTP requests (Redis traffic only) and commands. */
+async function gatewayTotals(gateway: RunningGateway): Promise<{ http: number; commands: number }> {
+  const text = await (await fetch(`${gateway.url}/metrics`)).text();
+  let http = 0;
+  let commands = 0;
+  for (const line of text.split('\n')) {
+    const m = /^(gateway_http_requests_total|gateway_commands_total)\{([^}]*)\} (\d+(?:\.\d+)?)$/.exec(line);
+    if (!m) continue;
+    const value = Number(m[3]);
+    if (m[1] === 'gateway_commands_total') commands += value;
+    else if (!/route="\/(healthz|metrics)"/.test(m[2] ?? '')) http += value;
+  }
+  return { http, commands };
+}
+
+function fmtInt(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+function fmtMs(n: number): string {
+  return n < 10 ? n.toFixed(2) : n.toFixed(1);
+}
+
+function fmtCache(cache: Map<string, number>): string {
+  const total = [...cache.values()].reduce((a, b) => a + b, 0);
+  return [...cache.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `${k} ${((100 * v) / total).toFixed(v === total ? 0 : 1)}%`)
+    .join(', ');
+}
+
+function table(header: string[], rows: string[][], textColumns: number): string {
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? '').length)));
+  const line = (cells: string[]) =>
+    `| ${cells.map((cell, c) => (c < textColumns ? cell.padEnd(widths[c] ?? 0) : cell.padStart(widths[c] ?? 0))).join(' | ')} |`;
+  const rule = `|${widths.map((w, c) => (c < textColumns ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
+  return [line(header), rule, ...rows.map(line)].join('\n');
+}
+
+/** Both Workers must serve the same bodies, or the comparison means nothing. */
+async function checkSameAnswers(ours: Worker, baseline: Worker): Promise<void> {
+  for (const p of ['/products/1', `/products/${PRODUCTS}`, '/products?category=books&page=1']) {
+    const [a, b] = await Promise.all([ours, baseline].map(async (w) => (await get(w, p)).body));
+    if (a !== b) throw new Error(`ours and the baseline answer GET ${p} differently:\n  ours:     ${a?.slice(0, 300)}\n  baseline: ${b?.slice(0, 300)}`);
+    say(`GET ${p}: both answer 200 with the same body (${a?.length ?? 0} bytes)`);
+  }
+}
+
+async function main(): Promise<void> {
+  const concurrencies = envList('BENCH_CONCURRENCY', '1,16').map((c) => {
+    const n = Number(c);
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`BENCH_CONCURRENCY must list positive whole numbers, got "${c}"`);
+    return n;
+  });
+  const durationMs = envInt('BENCH_DURATION_MS', 5_000);
+  const warmupMs = envInt('BENCH_WARMUP_MS', 1_000);
+  const latencyMs = envInt('GATEWAY_LATENCY_MS', 20, 0);
+  const wanted = envList('BENCH_WORKLOADS', ALL_WORKLOADS.map((w) => w.name).join(','));
+  const unknown = wanted.filter((w) => !ALL_WORKLOADS.some((x) => x.name === w));
+  if (unknown.length > 0) throw new Error(`BENCH_WORKLOADS: unknown workload(s) ${unknown.join(', ')}`);
+  const workloads = ALL_WORKLOADS.filter((w) => wanted.includes(w.name));
+
+  const cpus = os.cpus();
+  const machine =
+    `${os.type()} ${os.release()} ${os.arch()}, ${cpus.length} × ${cpus[0]?.model.trim() ?? 'unknown CPU'}, ` +
+    `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, Node ${process.version}`;
+  say(`machine: ${machine}`);
+
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'edge-redis-bench-'));
+  onStop(`the temporary folder ${tmp}`, async () => rmSync(tmp, { recursive: true, force: true }));
+  say(`working in ${tmp} (bundles, D1 databases; removed at the end)`);
+  const envFile = path.join(tmp, 'empty.env');
+  writeFileSync(envFile, '');
+
+  say('starting redis-server on a free port (no persistence)');
+  checkInterrupted();
+  const redisServer: RedisProcess = await startRedisServer();
+  onStop('redis-server', () => redisServer.stop());
+  checkInterrupted();
+  say(`redis-server ready at ${redisServer.url}`);
+
+  const token = randomBytes(24).toString('base64url');
+  let config;
+  try {
+    config = loadConfig({ REDIS_URL: redisServer.url, GATEWAY_HOST: '127.0.0.1', GATEWAY_PORT: '0', GATEWAY_TOKEN: token, GATEWAY_LATENCY_MS: String(latencyMs), GATEWAY_LOG_REQUESTS: process.env['GATEWAY_LOG_REQUESTS'] });
+  } catch (err) {
+    if (err instanceof ConfigError) throw new Error(`gateway config: ${err.message}`, { cause: err });
+    throw err;
+  }
+  const gateway = await startGateway(config);
+  onStop('the gateway', () => gateway.close());
+  checkInterrupted();
+  say(`gateway ready at ${gateway.url}, adding ${latencyMs} ms to every answer (GATEWAY_LATENCY_MS)`);
+
+  const targets = [
+    { name: 'ours', config: path.join(root, 'wrangler.toml'), bundle: path.join(tmp, 'ours-dist'), entry: 'index.js' },
+    { name: 'baseline', config: path.join(root, 'bench', 'baseline', 'wrangler.toml'), bundle: path.join(tmp, 'baseline-dist'), entry: 'worker.js' },
+  ] as const;
+  for (const t of targets) {
+    const persistTo = path.join(tmp, `${t.name}-state`);
+    say(`${t.name}: bundling (wrangler deploy --dry-run --config ${path.relative(root, t.config)})`);
+    await wrangler(['deploy', '--dry-run', '--config', t.config, '--outdir', t.bundle], `bundling ${t.name}`);
+    say(`${t.name}: applying D1 migrations (schema + ${PRODUCTS} products) into ${path.relative(tmp, persistTo)}/`);
+    await wrangler(['d1', 'migrations', 'apply', 'DB', '--local', '--config', t.config, '--persist-to', persistTo], `migrating ${t.name}`);
+  }
+  say('starting wrangler dev for both Workers');
+  const secrets = { UPSTASH_REDIS_REST_URL: gateway.url, UPSTASH_REDIS_REST_TOKEN: token, ADMIN_TOKEN: randomBytes(24).toString('base64url') };
+  const [ours, baseline] = await Promise.all(
+    targets.map((t) => startWorker(t.name, { config: t.config, script: path.join(t.bundle, t.entry), persistTo: path.join(tmp, `${t.name}-state`), envFile, secrets })),
+  );
+  if (!ours || !baseline) throw new Error('a Worker did not start');
+  say(`ours at ${ours.url}, baseline at ${baseline.url}`);
+  await checkSameAnswers(ours, baseline);
+  checkInterrupted();
+
+  const cells = workloads.length * concurrencies.length * 2;
+  const warmConcurrency = Math.max(...concurrencies);
+  say(
+    `running ${workloads.map((w) => w.name).join(', ')} at concurrency ${concurrencies.join(', ')}: ${cells} cells × ${durationMs} ms ` +
+      `plus ${warmupMs} ms warmup per workload and Worker (~${Math.ceil((cells * durationMs + workloads.length * 2 * warmupMs) / 1000)} s)`,
+  );
+  const rows: string[][] = [];
+  const trafficRows: string[][] = [];
+  let offset = 0;
+  for (const w of workloads) {
+    say(`${w.name}: warming up both Workers at concurrency ${warmConcurrency}`);
+    for (const worker of [ours, baseline]) {
+      for (const p of w.prime) await get(worker, p);
+      await run(worker, w, warmConcurrency, warmupMs, 0);
+    }
+    for (const c of concurrencies) {
+      // The same request sequence for both Workers, a fresh stretch of it per cell.
+      offset += 1_000_000;
+      const measured: Record<string, { cell: Cell; http: number; commands: number }> = {};
+      for (const worker of [ours, baseline]) {
+        const before = await gatewayTotals(gateway);
+        const cell = await run(worker, w, c, durationMs, offset);
+        // Work a Worker left in waitUntil (view counts, refreshes) lands a moment after its answer.
+        await new Promise((r) => setTimeout(r, 250));
+        const after = await gatewayTotals(gateway);
+        measured[worker.name] = { cell, http: (after.http - before.http) / cell.requests, commands: (after.commands - before.commands) / cell.requests };
+        say(`${w.name} ×${c} ${worker.name}: ${fmtInt(cell.rps)} req/s, p50 ${fmtMs(cell.p50)} ms, p99 ${fmtMs(cell.p99)} ms, X-Cache ${fmtCache(cell.cache)}`);
+      }
+      const o = measured['ours'];
+      const b = measured['baseline'];
+      if (!o || !b) throw new Error('a cell was not measured');
+      rows.push([w.label, String(c), fmtInt(o.cell.rps), fmtMs(o.cell.p50), fmtMs(o.cell.p99), fmtInt(b.cell.rps), fmtMs(b.cell.p50), fmtMs(b.cell.p99), `${(b.cell.p50 / o.cell.p50).toFixed(1)}×`]);
+      trafficRows.push([w.label, String(c), o.http.toFixed(2), o.commands.toFixed(2), b.http.toFixed(2), b.commands.toFixed(2)]);
+    }
+  }
+
+  process.stdout.write(
+    `\nMachine: ${machine}\n` +
+      `Gateway latency ${latencyMs} ms per Redis HTTP request; ${durationMs} ms per cell after ${warmupMs} ms warmup.\n` +
+      'rps = answered requests per second; p50/p99 in ms; p50 ratio = baseline p50 / ours p50.\n\n' +
+      table(['endpoint', 'concurrency', 'ours rps', 'p50', 'p99', 'baseline rps', 'p50', 'p99', 'p50 ratio'], rows, 2) +
+      '\n\nRedis traffic per API request (from the gateway\'s /metrics: HTTP requests and Redis commands):\n\n' +
+      table(['endpoint', 'concurrency', 'ours HTTP', 'ours cmds', 'baseline HTTP', 'baseline cmds'], trafficRows, 2) +
+      '\n\n',
+  );
+}
+
+main()
+  .then(
+    async () => {
+      await stopAll();
+      process.exit(0);
+    },
+    async (err: unknown) => {
+      if (interrupted) return; // the signal handler is stopping everything and exits
+      process.stderr.write(`bench: failed: ${err instanceof Error ? err.message : String(err)}\n`);
+      if (err instanceof Error && err.cause instanceof Error) process.stderr.write(`bench:   cause: ${err.cause.message}\n`);
+      await stopAll();
+      process.exit(1);
+    },
+  );
