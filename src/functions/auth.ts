@@ -33,6 +33,7 @@ import { hashPassword, needsRehash, verifyPassword, verifyUnknownUser } from '..
 import { authRateLimit } from '../lib/ratelimit.ts';
 import type { Session } from '../lib/session.ts';
 import { services } from '../services.ts';
+import { d1 } from './d1.ts';
 import { route, validate } from './openapi.ts';
 
 const Username = z
@@ -57,13 +58,6 @@ const SessionItem = z.object({
 const KeepCurrent = z.object({ keepCurrent: z.enum(['true', 'false']).optional().describe('Spare the session making this request. Default false.') });
 
 type UserRow = { id: number; username: string; password_hash: string };
-
-/** A D1 failure is an outage (503 with Retry-After), not a bug (500); the cause is logged, not sent. */
-function d1<T>(work: Promise<T>): Promise<T> {
-  return work.catch((cause: unknown) => {
-    throw new AppError('unavailable', { detail: 'The account database is unavailable; try again shortly.', headers: { 'Retry-After': '5' }, cause });
-  });
-}
 
 const auth = new Hono<AppEnv>();
 
@@ -126,6 +120,7 @@ auth.post('/register', validate('json', Register), async (c) => {
     c.env.DB.prepare('INSERT INTO users (username, password_hash, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING RETURNING id, username')
       .bind(username, hash, Date.now())
       .first<{ id: number; username: string }>(),
+    'account database',
   );
   if (!row) throw new AppError('conflict', { detail: 'That username is taken.' });
   return c.json({ id: row.id, username: row.username }, 201);
@@ -139,7 +134,7 @@ route({
 });
 auth.post('/login', validate('json', Login), preloadSession, loginLimit, async (c) => {
   const { username, password } = c.req.valid('json');
-  const row = await d1(c.env.DB.prepare('SELECT id, username, password_hash FROM users WHERE username = ?1').bind(username).first<UserRow>());
+  const row = await d1(c.env.DB.prepare('SELECT id, username, password_hash FROM users WHERE username = ?1').bind(username).first<UserRow>(), 'account database');
   const ok = row ? await verifyPassword(password, row.password_hash) : await verifyUnknownUser(password);
   if (!row || !ok) throw new AppError('unauthorized', { detail: 'Wrong username or password.' });
   await c.get('session').login(String(row.id));

@@ -26,6 +26,7 @@ import { z } from 'zod';
 import type { AppEnv } from '../env.ts';
 import { AppError } from '../lib/errors.ts';
 import { services } from '../services.ts';
+import { d1 } from './d1.ts';
 import { route, validate } from './openapi.ts';
 import { productKey } from './products.ts';
 
@@ -101,6 +102,7 @@ cart.get('/', async (c) => {
       c.env.DB.prepare(`SELECT id, name, price_cents FROM products WHERE id IN (${missing.map(() => '?').join(', ')})`)
         .bind(...missing)
         .all<{ id: number; name: string; price_cents: number }>(),
+      'product database',
     );
     for (const r of results) known.set(r.id, { name: r.name, priceCents: r.price_cents });
   }
@@ -173,14 +175,7 @@ cart.delete('/items/:productId', validate('param', ProductIdParam), async (c) =>
 });
 
 function stockOf(db: D1Database, id: number): Promise<{ stock: number } | null> {
-  return d1(db.prepare('SELECT stock FROM products WHERE id = ?1').bind(id).first<{ stock: number }>());
-}
-
-/** A D1 failure is an outage (503 with Retry-After), not a bug (500); the cause is logged, not sent. */
-function d1<T>(work: Promise<T>): Promise<T> {
-  return work.catch((cause: unknown) => {
-    throw new AppError('unavailable', { detail: 'The product database is unavailable; try again shortly.', headers: { 'Retry-After': '5' }, cause });
-  });
+  return d1(db.prepare('SELECT stock FROM products WHERE id = ?1').bind(id).first<{ stock: number }>(), 'product database');
 }
 
 function short(productId: number, wanted: number, stock: number): void {

@@ -29,6 +29,7 @@ import { cacheHeaders, type CacheResult } from '../lib/cache.ts';
 import { AppError } from '../lib/errors.ts';
 import { publishJson } from '../lib/pubsub.ts';
 import { services } from '../services.ts';
+import { d1 } from './d1.ts';
 import { route, validate } from './openapi.ts';
 import { countView, readViews } from './views.ts';
 
@@ -89,17 +90,9 @@ function notModified(header: string | undefined, etag: string): boolean {
   });
 }
 
-/** D1 failures become 503 problem+json (the cause is logged, not sent). */
-async function d1<T>(work: Promise<T>): Promise<T> {
-  try {
-    return await work;
-  } catch (cause) {
-    if (cause instanceof Error && cause.message.includes('FOREIGN KEY constraint failed')) {
-      throw new AppError('conflict', { detail: 'Other records refer to this product.', cause });
-    }
-    throw new AppError('unavailable', { detail: 'The product database is unavailable; try again shortly.', headers: { 'Retry-After': '5' }, cause });
-  }
-}
+/** For {@link d1}: a foreign key refusing a write is a 409, not an outage. */
+const referenced = (cause: unknown) =>
+  cause instanceof Error && cause.message.includes('FOREIGN KEY constraint failed') ? new AppError('conflict', { detail: 'Other records refer to this product.', cause }) : undefined;
 
 /** Cache keys (the cache namespaces them under the app prefix). */
 export const productKey = (id: number) => `product:${id}`;
@@ -171,6 +164,8 @@ products.get('/', validate('query', ListQuery), async (c) => {
         c.env.DB.prepare(`SELECT ${COLUMNS} FROM products ${where} ORDER BY id LIMIT ?2 OFFSET ?3`).bind(q.category ?? null, q.pageSize, (q.page - 1) * q.pageSize),
         c.env.DB.prepare(`SELECT count(*) AS n FROM products ${where}`).bind(q.category ?? null),
       ]),
+      'product database',
+      referenced,
     );
     const total = (count?.results[0] as { n: number } | undefined)?.n ?? 0;
     const body: Page = { items: (items?.results as Row[] | undefined ?? []).map(toProduct), page: q.page, pageSize: q.pageSize, total, totalPages: Math.ceil(total / q.pageSize) };
@@ -187,7 +182,7 @@ route({
 products.get('/:id', validate('param', IdParam), async (c) => {
   const { id } = c.req.valid('param');
   const r = await services(c.env).cache.getOrLoad(productKey(id), async (): Promise<Cached<Product> | null> => {
-    const row = await d1(c.env.DB.prepare(`SELECT ${COLUMNS} FROM products WHERE id = ?1`).bind(id).first<Row>());
+    const row = await d1(c.env.DB.prepare(`SELECT ${COLUMNS} FROM products WHERE id = ?1`).bind(id).first<Row>(), 'product database', referenced);
     if (!row) return null;
     const body = toProduct(row);
     return { body, etag: await etagOf(body) };
@@ -234,6 +229,8 @@ products.post('/', requireAdmin, validate('json', ProductInput), async (c) => {
     c.env.DB.prepare(`INSERT INTO products (name, category, price_cents, stock, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING ${COLUMNS}`)
       .bind(b.name, b.category, Math.round(b.price * 100), b.stock, now)
       .first<Row>(),
+    'product database',
+    referenced,
   );
   if (!row) throw new AppError('internal', { detail: 'The product was not created.' });
   c.header('Location', `/products/${row.id}`);
@@ -264,6 +261,8 @@ products.patch('/:id', requireAdmin, validate('param', IdParam), validate('json'
     c.env.DB.prepare(`UPDATE products SET ${sets.join(', ')}, updated_at = ?${args.length - 1} WHERE id = ?${args.length} RETURNING ${COLUMNS}`)
       .bind(...args)
       .first<Row>(),
+    'product database',
+    referenced,
   );
   if (!row) throw new AppError('not_found', { detail: `There is no product ${id}.` });
   await announce(c, 'product.updated', id);
@@ -286,6 +285,8 @@ products.delete('/:id', requireAdmin, validate('param', IdParam), async (c) => {
       c.env.DB.prepare(`DELETE FROM products WHERE id = ?1 AND ${unordered}`).bind(id),
       c.env.DB.prepare('SELECT count(*) AS n FROM products WHERE id = ?1').bind(id),
     ]),
+    'product database',
+    referenced,
   );
   if ((deleted?.meta.changes ?? 0) === 0) {
     if (((left?.results[0] as { n: number } | undefined)?.n ?? 0) === 0) throw new AppError('not_found', { detail: `There is no product ${id}.` });

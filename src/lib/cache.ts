@@ -25,11 +25,10 @@
  */
 import type { KeySchema } from './keys.ts';
 import type { RedisCommands } from './redis.ts';
+import { runScript, type LuaScript } from './script.ts';
 
 /** The commands this module sends. */
 export type CacheRedis = RedisCommands<'evalsha' | 'eval' | 'getex' | 'set' | 'unlink' | 'incr' | 'publish' | 'scan'>;
-
-interface LuaScript { readonly src: string; readonly sha: string }
 
 // SHAs are pinned (and checked in the tests) so the read is an EVALSHA issued synchronously, in the
 // same tick as the tag reads: hashing at run time is async and would miss the auto-pipeline batch.
@@ -325,13 +324,6 @@ export function createCache({ redis, keys, defaults = {}, onError = warn, channe
     }
   };
 
-  function script<T>(s: LuaScript, k: string[], args: (string | number)[]): Promise<T> {
-    return redis.evalsha<(string | number)[], T>(s.sha, k, args).catch((err: unknown) => {
-      if (err instanceof Error && err.message.includes('NOSCRIPT')) return redis.eval<(string | number)[], T>(s.src, k, args);
-      throw err;
-    });
-  }
-
   function readTags(tags: readonly string[]): Promise<Map<string, number>> {
     return Promise.all(tags.map((t) => redis.getex<unknown>(tagKey(t)))).then(
       (vs) => new Map(tags.map((t, i) => [t, vs[i] == null ? 0 : Number(vs[i])])),
@@ -341,7 +333,7 @@ export function createCache({ redis, keys, defaults = {}, onError = warn, channe
   /** One round trip: the read script per key (taking the lock when `lock` is given) and the tag versions. */
   async function read(list: readonly string[], tags: readonly string[], p: Policy, op: string, lock?: { token: string; bad: string }): Promise<Read[]> {
     const args = [lock ? 1 : 0, lock?.token ?? '', p.leaseMs, lock?.bad ?? ''];
-    const entries = Promise.all(list.map((k) => script<[unknown, number, number, unknown]>(SCRIPTS.read, slot(k), args)));
+    const entries = Promise.all(list.map((k) => runScript<[unknown, number, number, unknown]>(redis, SCRIPTS.read, slot(k), args)));
     const [rows, versions] = await timed(Promise.all([entries, readTags(tags)]), p.timeoutMs, op, list.length === 1 ? list[0] : undefined);
     return rows.map(([raw, now, got, c]) => ({ raw, now, got, c: String(c), versions }));
   }
@@ -384,14 +376,14 @@ export function createCache({ redis, keys, defaults = {}, onError = warn, channe
     try {
       const { ttl, stale, tail } = encode(value, versions, p);
       const mode = ttl > 0 ? 'load' : 'drop';
-      await timed(script(SCRIPTS.write, slot(key), [mode, token, '', ttl, stale, tail, p.leaseMs]), p.timeoutMs, 'write', key);
+      await timed(runScript(redis, SCRIPTS.write, slot(key), [mode, token, '', ttl, stale, tail, p.leaseMs]), p.timeoutMs, 'write', key);
     } catch (err) {
       report(asCacheError(err, 'write', key));
     }
   }
 
   async function drop(key: string, token: string, p: Policy): Promise<void> {
-    await timed(script(SCRIPTS.write, slot(key), ['drop', token, '', 0, 0, '', 0]), p.timeoutMs, 'drop', key).catch((err: unknown) =>
+    await timed(runScript(redis, SCRIPTS.write, slot(key), ['drop', token, '', 0, 0, '', 0]), p.timeoutMs, 'drop', key).catch((err: unknown) =>
       report(asCacheError(err, 'drop', key)),
     );
   }
@@ -491,7 +483,7 @@ export function createCache({ redis, keys, defaults = {}, onError = warn, channe
     try {
       const versions = o.tags?.length ? await timed(readTags(o.tags), p.timeoutMs, 'set', key) : new Map<string, number>();
       const { ttl, stale, tail } = encode(value, versions, p);
-      const n = await timed(script<number>(SCRIPTS.write, slot(key), ['set', '', expect, Math.max(ttl, 1), stale, tail, p.leaseMs]), p.timeoutMs, 'set', key);
+      const n = await timed(runScript<number>(redis, SCRIPTS.write, slot(key), ['set', '', expect, Math.max(ttl, 1), stale, tail, p.leaseMs]), p.timeoutMs, 'set', key);
       return n === 1;
     } catch (err) {
       throw asCacheError(err, 'set', key);

@@ -26,11 +26,10 @@
 import type { KeySchema } from './keys.ts';
 import { AppError } from './errors.ts';
 import type { RedisCommands } from './redis.ts';
+import { runScript, type LuaScript } from './script.ts';
 
 /** The commands this module sends. */
 export type IdempotencyRedis = RedisCommands<'set' | 'get' | 'evalsha' | 'eval'>;
-
-interface LuaScript { readonly src: string; readonly sha: string }
 
 // Pinned and checked in the tests, like lock.ts: a warm release is one EVALSHA.
 export const SCRIPTS = {
@@ -202,12 +201,8 @@ export function createIdempotency({ redis, keys, namespace = 'default', pendingM
     async release(key, token) {
       const k = recordKey(key);
       if (!/^[0-9a-f]{32}$/.test(token)) throw new TypeError('idempotency: not a claim token');
-      const args = [k];
       try {
-        const n = await redis.evalsha<[string], number>(SCRIPTS.release.sha, args, [token]).catch((err: unknown) => {
-          if (err instanceof Error && err.message.includes('NOSCRIPT')) return redis.eval<[string], number>(SCRIPTS.release.src, args, [token]);
-          throw err;
-        });
+        const n = await runScript<number>(redis, SCRIPTS.release, [k], [token]);
         return n === 1;
       } catch (cause) {
         throw unavailable(cause);

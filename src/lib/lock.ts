@@ -18,11 +18,10 @@
 import type { Redis } from '@upstash/redis/cloudflare';
 import { AppError } from './errors.ts';
 import type { KeySchema } from './keys.ts';
+import { runScript, type LuaScript, type ReadWriteScript } from './script.ts';
 
 /** The client surface this module uses: scripts only. */
 export type LockRedis = Pick<Redis, 'evalsha' | 'eval'>;
-
-interface LuaScript { readonly src: string; readonly sha: string }
 
 // SHAs are pinned here and checked against sha1(src) and SCRIPT LOAD in the tests, so a warm call is
 // one EVALSHA without hashing at run time.
@@ -180,13 +179,10 @@ function positiveInt(name: string, n: number): number {
   return n;
 }
 
-/** EVALSHA, then EVAL once if Redis lost the script; any failure becomes LockUnavailableError. */
-async function run<T>(redis: LockRedis, script: LuaScript, keys: string[], args: (string | number)[]): Promise<T> {
+/** {@link runScript}; any failure becomes LockUnavailableError. */
+async function run<T>(redis: LockRedis, script: ReadWriteScript, keys: string[], args: (string | number)[]): Promise<T> {
   try {
-    return await redis.evalsha<(string | number)[], T>(script.sha, keys, args).catch((err: unknown) => {
-      if (err instanceof Error && err.message.includes('NOSCRIPT')) return redis.eval<(string | number)[], T>(script.src, keys, args);
-      throw err;
-    });
+    return await runScript<T>(redis, script, keys, args);
   } catch (cause) {
     throw new LockUnavailableError({ cause });
   }

@@ -39,6 +39,7 @@ import { routePath } from 'hono/route';
 import { problemResponse } from './errors.ts';
 import type { KeySchema } from './keys.ts';
 import { classifyRedisError } from './redis.ts';
+import { runScript, type LuaScript } from './script.ts';
 
 /** What the limiters need from `@upstash/redis` (get/set only because Upstash's type asks for them). */
 export type RatelimitRedis = Pick<Redis, 'evalsha' | 'eval' | 'get' | 'set'>;
@@ -199,6 +200,7 @@ return out
 `;
 /** sha1(LIMIT_SCRIPT), pinned in the tests so an edit cannot silently change it. */
 export const LIMIT_SCRIPT_SHA = '06b68ab1e4e32dc5872be001bf6ca528291cdf44';
+const LIMIT = { src: LIMIT_SCRIPT, sha: LIMIT_SCRIPT_SHA } as const satisfies LuaScript;
 
 const NAME = /^[\w.-]+$/;
 const DEFAULT_TIMEOUT_MS = 1000;
@@ -254,15 +256,6 @@ function withBudget<T>(work: Promise<T>, ms: number, name: string): Promise<T> {
   });
 }
 
-async function runScript(redis: Pick<Redis, 'evalsha' | 'eval'>, keys: string[], args: (string | number)[]): Promise<number[]> {
-  try {
-    return await redis.evalsha<(string | number)[], number[]>(LIMIT_SCRIPT_SHA, keys, args);
-  } catch (err) {
-    if (!String(err).includes('NOSCRIPT')) throw err;
-    return redis.eval<(string | number)[], number[]>(LIMIT_SCRIPT, keys, args);
-  }
-}
-
 function nonce(): string {
   return Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, '0')).join('');
 }
@@ -286,7 +279,7 @@ function scriptLimiter(redis: RatelimitRedis, name: string, keys: KeySchema, lim
       }
       if (entries.length === 0) throw new TypeError(`ratelimit "${name}": no limit applies to identity parts ${ids.map(([k]) => k).join(', ')}`);
       const args = [nonce(), cost, ...entries.flatMap((e) => [e.kind, e.limit, e.windowMs])];
-      const work = runScript(redis, entries.map((e) => e.key), args).then((reply) => {
+      const work = runScript<number[]>(redis, LIMIT, entries.map((e) => e.key), args).then((reply) => {
         const now = Date.now();
         const policies = entries.map(({ key: _k, kind: _t, ...p }, i): PolicyState => ({
           ...p, success: reply[i * 4 + 1] === 1, remaining: Number(reply[i * 4 + 2]), reset: now + Number(reply[i * 4 + 3]),

@@ -23,11 +23,10 @@ import type { Context, MiddlewareHandler } from 'hono';
 import { getCookie, setCookie } from 'hono/cookie';
 import { AppError } from './errors.ts';
 import type { KeySchema } from './keys.ts';
+import { runScript, type LuaScript } from './script.ts';
 
 /** The commands sessions use; a `Redis` from `@upstash/redis/cloudflare` satisfies it. */
 export type SessionRedis = Pick<Redis, 'evalsha' | 'eval' | 'evalshaRo' | 'evalRo' | 'del' | 'zadd' | 'zrem' | 'zrange' | 'zremrangebyscore' | 'pexpire'>;
-
-interface LuaScript { readonly src: string; readonly sha: string; readonly ro?: true }
 
 /** Lua run by sessions, each with its SHA1 (pinned in the tests). */
 export const SCRIPTS = {
@@ -74,14 +73,6 @@ const enc = new TextEncoder();
 const b64url = (b: Uint8Array) => btoa(String.fromCharCode(...b)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 /** The storage key and the public handle of an id: SHA-256, so neither reveals the id. */
 const hashId = async (id: string) => b64url(new Uint8Array(await crypto.subtle.digest('SHA-256', enc.encode(id))));
-
-/** EVALSHA (or EVALSHA_RO), then EVAL once when Redis lost its script cache. */
-function run(redis: SessionRedis, s: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {
-  return (s.ro ? redis.evalshaRo(s.sha, keys, args) : redis.evalsha(s.sha, keys, args)).catch((e: unknown) => {
-    if (!(e instanceof Error && e.message.includes('NOSCRIPT'))) throw e;
-    return s.ro ? redis.evalRo(s.src, keys, args) : redis.eval(s.src, keys, args);
-  });
-}
 
 const unavailable = (cause: unknown) =>
   new AppError('unavailable', { detail: 'Sessions are unavailable right now; try again shortly.', headers: { 'Retry-After': '5' }, cause });
@@ -168,12 +159,12 @@ export function sessionStore(redis: SessionRedis, options: SessionStoreOptions):
   const handles = async (userId: string) => (await redis.zrange<unknown[]>(index(userId), 0, -1)).map(String);
   const revoke = (userId: string, hs: string[]) =>
     // Session keys live in other slots than the index, so this is one pipeline rather than one script.
-    Promise.all([...hs.map((h) => run(redis, SCRIPTS.revoke, [sess(h)], [userId])), redis.zrem(index(userId), ...hs)]).then((r) => r.slice(0, -1).filter((n) => n === 1).length);
+    Promise.all([...hs.map((h) => runScript(redis, SCRIPTS.revoke, [sess(h)], [userId])), redis.zrem(index(userId), ...hs)]).then((r) => r.slice(0, -1).filter((n) => n === 1).length);
   return {
     listSessions: (userId) =>
       guard((async () => {
         const all = await handles(userId);
-        const loaded = (await Promise.all(all.map((h) => run(redis, SCRIPTS.load, [sess(h)], [])))).map(parseLoad);
+        const loaded = (await Promise.all(all.map((h) => runScript(redis, SCRIPTS.load, [sess(h)], [])))).map(parseLoad);
         const live: SessionInfo[] = [];
         const dead = all.filter((handle, i) => {
           const s = loaded[i];
@@ -294,7 +285,7 @@ class RequestSession implements Session {
       let s: Loaded | null;
       try {
         this.hash = await hashId(this.id!);
-        s = parseLoad(await run(this.redis, SCRIPTS.load, [this.key(this.hash)], []));
+        s = parseLoad(await runScript(this.redis, SCRIPTS.load, [this.key(this.hash)], []));
       } catch (e) {
         this.failed = true;
         throw unavailable(e);
@@ -421,7 +412,7 @@ class RequestSession implements Session {
     for (const [k, d] of sets) pairs.push(k, d.json);
     if (uidChange) pairs.push('_uid', this.newUid!);
     const deletes = creating ? [] : [...this.dirty].flatMap(([k, d]) => (d ? [] : [k]));
-    const saved = run(this.redis, SCRIPTS.save, [this.key(hash)], [creating ? 'c' : 'u', idleMs, absoluteMs, pairs.length / 2, ...pairs, ...deletes]);
+    const saved = runScript(this.redis, SCRIPTS.save, [this.key(hash)], [creating ? 'c' : 'u', idleMs, absoluteMs, pairs.length / 2, ...pairs, ...deletes]);
     if (uidChange) {
       const idx = this.index(this.newUid!);
       const now = Date.now();

@@ -37,11 +37,10 @@
  * await views.drain({ group: 'd1', consumer: 'cron', handler: (b) => store(b.seq, b.entries) });
  */
 import type { RedisCommands } from './redis.ts';
+import { runScript, type LuaScript } from './script.ts';
 
 /** The commands this module sends (all scripts). */
 export type WriteBehindRedis = RedisCommands<'evalsha' | 'eval' | 'evalshaRo' | 'evalRo'>;
-
-interface LuaScript { readonly src: string; readonly sha: string; readonly ro?: true }
 
 // Shared Lua helpers: drop one delivered entry's bookkeeping and its tally unit.
 const RELEASE = `local function untally(f)
@@ -233,14 +232,6 @@ export interface WriteBehindOptions {
 
 const RESERVED = /^_/;
 
-function run<T>(redis: WriteBehindRedis, s: LuaScript, keys: string[], args: (string | number)[]): Promise<T> {
-  const call = s.ro ? redis.evalshaRo<(string | number)[], T>(s.sha, keys, args) : redis.evalsha<(string | number)[], T>(s.sha, keys, args);
-  return call.catch((err: unknown) => {
-    if (!(err instanceof Error && err.message.includes('NOSCRIPT'))) throw err;
-    return s.ro ? redis.evalRo<(string | number)[], T>(s.src, keys, args) : redis.eval<(string | number)[], T>(s.src, keys, args);
-  });
-}
-
 /** The client JSON-parses script replies that look like JSON; accept both forms. cjson writes `{}` for an empty list. */
 function json(reply: unknown): unknown {
   return typeof reply === 'string' ? JSON.parse(reply) : reply;
@@ -287,7 +278,7 @@ export function createWriteBehind({ redis, stream, maxLen = 100_000, dlqMaxLen =
       if (flat.length === 0) throw new TypeError('write-behind: an entry needs at least one field');
       if (tally === '') throw new TypeError('write-behind: tally must be a non-empty string');
       try {
-        return String(await run<unknown>(redis, SCRIPTS.enqueue, [k.stream, k.tally], [maxLen, tally ?? '', ...flat]));
+        return String(await runScript<unknown>(redis, SCRIPTS.enqueue, [k.stream, k.tally], [maxLen, tally ?? '', ...flat]));
       } catch (cause) {
         throw new WriteBehindError('redis', 'enqueue', { cause });
       }
@@ -300,11 +291,11 @@ export function createWriteBehind({ redis, stream, maxLen = 100_000, dlqMaxLen =
       positive('claimIdleMs', claimIdleMs, 0);
       const report: DrainReport = { batches: 0, acked: 0, deadLettered: [], redelivered: 0 };
       const claim = () =>
-        run<unknown>(redis, SCRIPTS.claim, [k.stream, k.dlq, k.tally, k.seq, k.inflight], [group, consumer, batchSize, claimIdleMs, maxDeliveries, dlqMaxLen]).then((reply) => {
+        runScript<unknown>(redis, SCRIPTS.claim, [k.stream, k.dlq, k.tally, k.seq, k.inflight], [group, consumer, batchSize, claimIdleMs, maxDeliveries, dlqMaxLen]).then((reply) => {
           const [seq, rows, dead] = list(json(reply));
           return { seq: Number(seq), entries: list(rows).map(entryOf), dead: list(dead).map(String) };
         });
-      const ack = (ids: string[]) => run<number>(redis, SCRIPTS.ack, [k.stream, '', k.tally, '', k.inflight], [group, ...ids]);
+      const ack = (ids: string[]) => runScript<number>(redis, SCRIPTS.ack, [k.stream, '', k.tally, '', k.inflight], [group, ...ids]);
       const redisFailure = (cause: unknown) => new WriteBehindError('redis', 'drain', { cause, report });
 
       let next: ReturnType<typeof claim> | undefined = claim();
@@ -341,7 +332,7 @@ export function createWriteBehind({ redis, stream, maxLen = 100_000, dlqMaxLen =
 
     async snapshot(tallies) {
       try {
-        const [seq, rows] = list(json(await run<unknown>(redis, SCRIPTS.snapshot, [k.tally, k.seq, k.inflight], [...tallies])));
+        const [seq, rows] = list(json(await runScript<unknown>(redis, SCRIPTS.snapshot, [k.tally, k.seq, k.inflight], [...tallies])));
         return {
           seq: Number(seq),
           pending: tallies.map((_, i) => {
