@@ -11,6 +11,7 @@
  */
 import { createWriteBehind, type Batch, type DrainOptions, type DrainReport, type WriteBehind } from '../lib/writebehind.ts';
 import { services } from '../services.ts';
+import { classifyRedisError } from '../lib/redis.ts';
 
 /** How the cron drains (see DrainOptions for each). */
 export const VIEW_DRAIN = { group: 'd1', consumer: 'cron', batchSize: 100, maxBatches: 20, maxDeliveries: 10, claimIdleMs: 60_000 } as const;
@@ -39,7 +40,8 @@ export async function countView(env: Env, id: number): Promise<void> {
   try {
     await viewQueue(env).enqueue({ p: id }, { tally: String(id) });
   } catch (err) {
-    console.warn(`[views] a view was not counted (${err instanceof Error ? err.message : typeof err})`);
+    // Only the kind of failure: the client's message quotes the command and its keys.
+    console.warn(`[views] a view was not counted (${classifyRedisError(err)})`);
   }
 }
 
