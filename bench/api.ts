@@ -34,6 +34,7 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig } from '../gateway/config.ts';
 import { startGateway, type RunningGateway } from '../gateway/server.ts';
 import { freePort, startRedisServer, type RedisProcess } from '../test/support/redis-process.ts';
+import { envConcurrencies, envWorkloads, fmtInt, fmtMs, machineDescription, percentile, say, table } from './common.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = path.join(root, 'node_modules', '.bin');
@@ -44,23 +45,12 @@ const RATE_LIMIT = '1000000';
 const HOT_IDS = 10;
 const PRODUCTS = 1200;
 
-function say(line: string): void {
-  process.stdout.write(`bench: ${line}\n`);
-}
-
 function envInt(name: string, fallback: number, min = 1): number {
   const raw = process.env[name];
   if (raw === undefined || raw.trim() === '') return fallback;
   const n = Number(raw);
   if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be a whole number ≥ ${min}, got "${raw}"`);
   return n;
-}
-
-function envList(name: string, fallback: string): string[] {
-  return (process.env[name] ?? fallback)
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,12 +260,6 @@ interface Cell {
   cache: Map<string, number>;
 }
 
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[rank] ?? Number.NaN;
-}
-
 /** One request as a client at `ip`; anything but 200 stops the run. */
 async function get(worker: Worker, p: string, ip = '198.51.100.250'): Promise<{ body: string; cache: string }> {
   const res = await fetch(`${worker.url}${p}`, { headers: { 'cf-connecting-ip': ip } });
@@ -332,28 +316,12 @@ async function gatewayTotals(gateway: RunningGateway): Promise<{ http: number; c
   return { http, commands };
 }
 
-function fmtInt(n: number): string {
-  return Math.round(n).toLocaleString('en-US');
-}
-
-function fmtMs(n: number): string {
-  return n < 10 ? n.toFixed(2) : n.toFixed(1);
-}
-
 function fmtCache(cache: Map<string, number>): string {
   const total = [...cache.values()].reduce((a, b) => a + b, 0);
   return [...cache.entries()]
     .sort((a, b) => b[1] - a[1])
     .map(([k, v]) => `${k} ${((100 * v) / total).toFixed(v === total ? 0 : 1)}%`)
     .join(', ');
-}
-
-function table(header: string[], rows: string[][], textColumns: number): string {
-  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? '').length)));
-  const line = (cells: string[]) =>
-    `| ${cells.map((cell, c) => (c < textColumns ? cell.padEnd(widths[c] ?? 0) : cell.padStart(widths[c] ?? 0))).join(' | ')} |`;
-  const rule = `|${widths.map((w, c) => (c < textColumns ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
-  return [line(header), rule, ...rows.map(line)].join('\n');
 }
 
 /** Both Workers must serve the same bodies, or the comparison means nothing. */
@@ -366,23 +334,13 @@ async function checkSameAnswers(ours: Worker, baseline: Worker): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const concurrencies = envList('BENCH_CONCURRENCY', '1,16').map((c) => {
-    const n = Number(c);
-    if (!Number.isInteger(n) || n <= 0) throw new Error(`BENCH_CONCURRENCY must list positive whole numbers, got "${c}"`);
-    return n;
-  });
+  const concurrencies = envConcurrencies('1,16');
   const durationMs = envInt('BENCH_DURATION_MS', 5_000);
   const warmupMs = envInt('BENCH_WARMUP_MS', 1_000);
   const latencyMs = envInt('GATEWAY_LATENCY_MS', 20, 0);
-  const wanted = envList('BENCH_WORKLOADS', ALL_WORKLOADS.map((w) => w.name).join(','));
-  const unknown = wanted.filter((w) => !ALL_WORKLOADS.some((x) => x.name === w));
-  if (unknown.length > 0) throw new Error(`BENCH_WORKLOADS: unknown workload(s) ${unknown.join(', ')}`);
-  const workloads = ALL_WORKLOADS.filter((w) => wanted.includes(w.name));
+  const workloads = envWorkloads(ALL_WORKLOADS);
 
-  const cpus = os.cpus();
-  const machine =
-    `${os.type()} ${os.release()} ${os.arch()}, ${cpus.length} × ${cpus[0]?.model.trim() ?? 'unknown CPU'}, ` +
-    `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, Node ${process.version}`;
+  const machine = machineDescription();
   say(`machine: ${machine}`);
 
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'edge-redis-bench-'));

@@ -13,20 +13,16 @@
  * - `BENCH_WORKLOADS`: subset of `get,set,pipeline10,pipeline100`
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Redis as Upstash } from '@upstash/redis';
 import { Redis as IORedis } from 'ioredis';
 import { ConfigError, loadConfig, redactUrl } from '../gateway/config.ts';
 import { startGateway, type RunningGateway } from '../gateway/server.ts';
 import { startRedisServer, type RedisProcess } from '../test/support/redis-process.ts';
+import { envConcurrencies, envWorkloads, fmtInt, fmtMs, machineDescription, percentile, say, table } from './common.ts';
 
 const KEYSPACE = 1_000;
 const VALUE = 'v'.repeat(100);
-
-function say(line: string): void {
-  process.stdout.write(`bench: ${line}\n`);
-}
 
 function envInt(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -34,13 +30,6 @@ function envInt(name: string, fallback: number): number {
   const n = Number(raw);
   if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive whole number, got "${raw}"`);
   return n;
-}
-
-function envList(name: string, fallback: string): string[] {
-  return (process.env[name] ?? fallback)
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
 }
 
 /** One unit of work: resolves once all its commands have answered. */
@@ -116,12 +105,6 @@ const ALL_WORKLOADS: Workload[] = [
   { name: 'pipeline100', commands: 100, op: (t) => t.pipeline(100) },
 ];
 
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[rank] ?? Number.NaN;
-}
-
 /**
  * Keeps `concurrency` ops in flight for `durationMs`. Latencies go into a growable typed array
  * because millions of boxed numbers would make the GC part of the measurement.
@@ -151,39 +134,13 @@ async function run(op: Op, concurrency: number, durationMs: number, commands: nu
   return { ops: count, commandsPerSec: (count * commands * 1000) / elapsed, p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
 }
 
-function fmtRate(n: number): string {
-  return Math.round(n).toLocaleString('en-US');
-}
-
-function fmtMs(n: number): string {
-  return n < 10 ? n.toFixed(2) : n.toFixed(1);
-}
-
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? '').length)));
-  const line = (cells: string[]) =>
-    `| ${cells.map((cell, c) => (c < 2 ? cell.padEnd(widths[c] ?? 0) : cell.padStart(widths[c] ?? 0))).join(' | ')} |`;
-  const rule = `|${widths.map((w, c) => (c < 2 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
-  return [line(header), rule, ...rows.map(line)].join('\n');
-}
-
 async function main(): Promise<number> {
-  const concurrencies = envList('BENCH_CONCURRENCY', '1,8,32').map((c) => {
-    const n = Number(c);
-    if (!Number.isInteger(n) || n <= 0) throw new Error(`BENCH_CONCURRENCY must list positive whole numbers, got "${c}"`);
-    return n;
-  });
+  const concurrencies = envConcurrencies('1,8,32');
   const durationMs = envInt('BENCH_DURATION_MS', 3_000);
   const warmupMs = envInt('BENCH_WARMUP_MS', 500);
-  const wanted = envList('BENCH_WORKLOADS', ALL_WORKLOADS.map((w) => w.name).join(','));
-  const unknown = wanted.filter((w) => !ALL_WORKLOADS.some((x) => x.name === w));
-  if (unknown.length > 0) throw new Error(`BENCH_WORKLOADS: unknown workload(s) ${unknown.join(', ')}`);
-  const workloads = ALL_WORKLOADS.filter((w) => wanted.includes(w.name));
+  const workloads = envWorkloads(ALL_WORKLOADS);
 
-  const cpus = os.cpus();
-  const machine =
-    `${os.type()} ${os.release()} ${os.arch()}, ${cpus.length} × ${cpus[0]?.model.trim() ?? 'unknown CPU'}, ` +
-    `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, Node ${process.version}`;
+  const machine = machineDescription();
   say(`machine: ${machine}`);
 
   let redisServer: RedisProcess | undefined;
@@ -240,14 +197,14 @@ async function main(): Promise<number> {
       for (const c of concurrencies) {
         const g = await run(ops.gateway, c, durationMs, w.commands);
         const d = await run(ops.direct, c, durationMs, w.commands);
-        say(`${w.name} ×${c}: gateway ${fmtRate(g.commandsPerSec)} cmd/s, direct ${fmtRate(d.commandsPerSec)} cmd/s`);
+        say(`${w.name} ×${c}: gateway ${fmtInt(g.commandsPerSec)} cmd/s, direct ${fmtInt(d.commandsPerSec)} cmd/s`);
         rows.push([
           w.name,
           String(c),
-          fmtRate(g.commandsPerSec),
+          fmtInt(g.commandsPerSec),
           fmtMs(g.p50),
           fmtMs(g.p99),
-          fmtRate(d.commandsPerSec),
+          fmtInt(d.commandsPerSec),
           fmtMs(d.p50),
           fmtMs(d.p99),
           `${(d.commandsPerSec / g.commandsPerSec).toFixed(1)}×`,
@@ -262,6 +219,7 @@ async function main(): Promise<number> {
         table(
           ['workload', 'concurrency', 'gateway cmd/s', 'p50 ms', 'p99 ms', 'direct cmd/s', 'p50 ms', 'p99 ms', 'ratio'],
           rows,
+          2,
         ) +
         '\n\n',
     );

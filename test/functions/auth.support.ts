@@ -3,10 +3,9 @@
  * cookie is `sid` since APP_ENV=development), a fresh username and client IP per test, and a
  * registered + logged-in user in one call.
  */
-import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { expect } from 'vitest';
-import worker from '../../src/index.ts';
+import { callWorker, sidCookie } from '../support/worker.ts';
 
 /**
  * This file's env: the test bindings with a Redis key prefix of its own (`REDIS_KEY_APP`), hence
@@ -43,23 +42,10 @@ export interface Answer {
 
 /** A request to the Worker; it resolves once the request's `waitUntil` work is done too. */
 export async function call(path: string, { method = 'GET', body, sid, ip, headers = {}, env: own = shopEnv }: Call): Promise<Answer> {
-  const h: Record<string, string> = { 'cf-connecting-ip': ip, ...headers };
-  if (body !== undefined) h['content-type'] ??= 'application/json';
-  if (sid !== undefined) h['cookie'] = `sid=${sid}`;
-  const init: RequestInit = { method, headers: h, ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}) };
-  const ctx = createExecutionContext();
-  const res = await worker.fetch(new Request(`http://shop.test${path}`, init), own, ctx);
-  await waitOnExecutionContext(ctx);
-  const text = await res.text();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  const cookieLine = res.headers.getSetCookie().find((l) => l.startsWith('sid='));
-  const sidValue = cookieLine === undefined ? undefined : /^sid=([^;]*)/.exec(cookieLine)?.[1];
-  return { res, status: res.status, text, body: parsed, sid: sidValue, cookieLine };
+  const encoded = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+  const answer = await callWorker(own, path, { method, body: encoded, sid, ip, headers, defaultContentType: 'application/json' });
+  const { line: cookieLine, value: sidValue } = sidCookie(answer.res);
+  return { ...answer, sid: sidValue, cookieLine };
 }
 
 /** A username nobody else uses: `t_` + 20 hex digits (valid: 3..32 of [A-Za-z0-9_.-]). */

@@ -4,14 +4,13 @@
  * the app's own session middleware, so they are exactly what the cart routes would leave), and
  * products created in D1 for one test.
  */
-import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { Hono } from 'hono';
 import type { AppEnv } from '../../src/env.ts';
-import worker from '../../src/index.ts';
 import { sessions } from '../../src/middleware.ts';
 import { services } from '../../src/services.ts';
+import { callWorker, sidCookie } from '../support/worker.ts';
 
 /** This file's env: its own `REDIS_KEY_APP`, hence its own keys, limiters, leaderboard and channel. */
 export function ownEnv(): Env {
@@ -45,19 +44,7 @@ export interface Call {
 
 /** A request to the Worker with `shop`'s env; resolves once its `waitUntil` work is done too. */
 export async function call(shop: Env, path: string, { method = 'GET', body, sid, ip, headers = {} }: Call): Promise<Answer> {
-  const h: Record<string, string> = { 'cf-connecting-ip': ip, ...headers };
-  if (sid !== undefined) h['cookie'] = `sid=${sid}`;
-  const ctx = createExecutionContext();
-  const res = await worker.fetch(new Request(`http://shop.test${path}`, { method, headers: h, ...(body !== undefined ? { body } : {}) }), shop, ctx);
-  await waitOnExecutionContext(ctx);
-  const text = await res.text();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  return { res, status: res.status, text, body: parsed };
+  return callWorker(shop, path, { method, body, sid, ip, headers });
 }
 
 /** POST /checkout with a key. */
@@ -89,8 +76,8 @@ export async function withCart(shop: Env, cart: Record<string, number> | undefin
     body: JSON.stringify({ cart, ...(options.user !== undefined ? { user: options.user } : {}) }),
   }, shop);
   if (res.status !== 204) throw new Error(`seeding the session failed: ${res.status} ${await res.text()}`);
-  const line = res.headers.getSetCookie().find((l) => l.startsWith('sid='));
-  const sid = line === undefined ? options.sid : /^sid=([^;]*)/.exec(line)?.[1];
+  const { line, value } = sidCookie(res);
+  const sid = line === undefined ? options.sid : value;
   if (!sid) throw new Error('no session cookie');
   return sid;
 }

@@ -1,10 +1,9 @@
 /** Opening `GET /events/inventory` on the Worker and reading its Server-Sent Events. */
-import { createExecutionContext } from 'cloudflare:test';
-import worker from '../../src/index.ts';
+import { fetchWorker } from '../support/worker.ts';
 
 /** Opens the stream on `shop`'s env (the response is handed over as the Worker made it). */
 export async function openEvents(shop: Env, ip: string, headers: Record<string, string> = {}, query = ''): Promise<Response> {
-  return worker.fetch(new Request(`http://shop.test/events/inventory${query}`, { headers: { 'cf-connecting-ip': ip, accept: 'text/event-stream', ...headers } }), shop, createExecutionContext());
+  return fetchWorker(shop, `/events/inventory${query}`, { headers: { 'cf-connecting-ip': ip, accept: 'text/event-stream', ...headers } });
 }
 
 /** Reads until `until` matches the text received so far (bounded by reads), or the stream ends. */

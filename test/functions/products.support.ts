@@ -10,6 +10,7 @@ import { createExecutionContext, createScheduledController, waitOnExecutionConte
 import { env } from 'cloudflare:workers';
 import { expect } from 'vitest';
 import worker from '../../src/index.ts';
+import { callWorker } from '../support/worker.ts';
 
 /** This file's env: the test bindings with a key prefix of its own. */
 export function fileEnv(overrides: Partial<Env> = {}): Env {
@@ -46,23 +47,8 @@ export interface Answer {
 
 /** One request to the Worker; resolves once its `waitUntil` work is done too. */
 export async function call(path: string, { env: e, method = 'GET', body, ip = freshIp(), headers = {} }: Call): Promise<Answer> {
-  const h: Record<string, string> = { 'cf-connecting-ip': ip, ...headers };
-  if (body !== undefined) h['content-type'] ??= 'application/json';
-  const ctx = createExecutionContext();
-  const res = await worker.fetch(
-    new Request(`http://shop.test${path}`, { method, headers: h, ...(body !== undefined ? { body: typeof body === 'string' || body instanceof ReadableStream ? body : JSON.stringify(body) } : {}) }),
-    e,
-    ctx,
-  );
-  const text = await res.text();
-  await waitOnExecutionContext(ctx);
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  return { res, status: res.status, text, body: parsed };
+  const encoded = body === undefined ? undefined : typeof body === 'string' || body instanceof ReadableStream ? body : JSON.stringify(body);
+  return callWorker(e, path, { method, body: encoded, ip, headers, defaultContentType: 'application/json', readBeforeWait: true });
 }
 
 export interface ProductBody {
