@@ -47,8 +47,10 @@ app.get('/healthz', async (c) => {
   return c.json({ status: 'ok', redis: { ok: true, latencyMs: Date.now() - started } } as const, 200);
 });
 
+// The routes are registered when their modules load, so the document is built once, on first request.
+let spec: ReturnType<typeof openApiDocument> | undefined;
 app.get('/openapi.json', (c) =>
-  c.json(openApiDocument({ title: 'edge-redis shop API', version: '1.0.0', description: 'The reference edge API: D1 as the source of truth, Redis in front.' })),
+  c.json((spec ??= openApiDocument({ title: 'edge-redis shop API', version: '1.0.0', description: 'The reference edge API: D1 as the source of truth, Redis in front.' }))),
 );
 app.get('/docs', (c) => c.html(docsPage('/openapi.json')));
 
