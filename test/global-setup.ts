@@ -2,12 +2,15 @@
  * Runs once per test run, in Node, before any project: starts a private redis-server (or uses
  * REDIS_URL) and Redis REST gateways in-process in front of it, and `provide()`s their addresses
  * (see ./provided.d.ts). The workers project turns them into Miniflare bindings in vitest.config.ts.
+ * It also starts the fault lab (./support/fault-lab.ts), where a test file gets a private Redis +
+ * gateway pair to flush, restart empty or evict from.
  * Everything listens on 127.0.0.1 on ports the OS picks; the shared Redis on 6379 is never touched.
  */
 import { randomBytes } from 'node:crypto';
 import type { TestProject } from 'vitest/node';
 import { loadConfig } from '../gateway/config.ts';
 import { startGateway, type RunningGateway } from '../gateway/server.ts';
+import { startFaultLab } from './support/fault-lab.ts';
 import { assertRedisServerOnPath, freePort, startRedisServer } from './support/redis-process.ts';
 
 /** The slow gateway's added latency: well above one Redis call, well below test timeouts. */
@@ -85,6 +88,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
     project.provide('slowGatewayUrl', slow.url);
     project.provide('downGatewayUrl', down.url);
     project.provide('closedUrl', `http://127.0.0.1:${await freePort()}`);
+
+    const lab = await startFaultLab();
+    cleanups.push(lab.close);
+    project.provide('faultLabUrl', lab.url);
+    project.provide('faultLabToken', lab.token);
 
     // wrangler.toml lists both as required secrets, and the plugin's wrangler warns when it cannot
     // find them in .dev.vars or process.env. The Worker gets them from the injected bindings

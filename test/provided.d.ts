@@ -18,5 +18,9 @@ declare module 'vitest' {
     downGatewayUrl: string;
     /** `http://127.0.0.1:<port>` where nothing listens: every request is a network error. */
     closedUrl: string;
+    /** The fault lab (test/support/fault-lab.ts): private Redis + gateway pairs to break for real. */
+    faultLabUrl: string;
+    /** Bearer token of the fault lab. */
+    faultLabToken: string;
   }
 }
