@@ -4,8 +4,15 @@
  *
  * Every operation is one Lua script, so one round trip: acquire (per attempt), release, extend,
  * inspect, and each semaphore call. The fence is minted in the acquire script from a counter with no
- * TTL, so it strictly increases per resource forever; pass it to the protected store and reject writes
- * carrying a smaller one (Kleppmann's fix for a holder paused past its lease).
+ * TTL, so it strictly increases per resource while Redis remembers; pass it to the protected store and
+ * reject writes carrying a smaller one (Kleppmann's fix for a holder paused past its lease).
+ *
+ * Redis may forget the counter (eviction, a restart without persistence, a lossy failover): it then
+ * starts again at 1, below what the store has seen, and the store rightly refuses those writes. The
+ * store is the authority, so it supplies the floor: `acquire(resource, { fenceFloor })` mints a fence
+ * above `fenceFloor` and lifts the counter past it in the same script. The usual way is to try with
+ * no floor, and when the store refuses a fence it has already passed, acquire again with the store's
+ * fence as the floor and retry once (src/functions/checkout.ts does this); the happy path costs nothing.
  *
  * Failure policy: fail closed. If Redis cannot be reached, every call rejects with
  * `LockUnavailableError` (`cause` attached); nothing is ever reported as acquired.
@@ -27,12 +34,18 @@ export type LockRedis = Pick<Redis, 'evalsha' | 'eval'>;
 // one EVALSHA without hashing at run time.
 export const SCRIPTS = {
   acquire: {
+    // ARGV[3]: the fence floor; the counter is lifted past it, so the fence is above it too.
     src: `local pttl = redis.call('PTTL', KEYS[1])
 if pttl ~= -2 then return {0, pttl} end
 local fence = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3])
+if fence <= floor then
+  fence = floor + 1
+  redis.call('SET', KEYS[2], string.format('%d', fence))
+end
 redis.call('SET', KEYS[1], string.format('%d:%s', fence, ARGV[1]), 'PX', ARGV[2])
 return {1, fence}`,
-    sha: 'e55ed10da41592e605e318b2e262dd9208d40174',
+    sha: 'dc5baeb2c75502f0cfbd78f9870d1262ffce00c3',
   },
   release: {
     src: `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -129,6 +142,11 @@ export interface AcquireOptions {
   retry?: RetryOptions;
   /** Aborts the wait; acquire rejects with `signal.reason` and holds nothing. */
   signal?: AbortSignal;
+  /**
+   * The fence is minted above this (and the counter lifted past it): the highest fence the protected
+   * store has seen, after Redis lost its counter. A whole number ≥ 0. @default 0
+   */
+  fenceFloor?: number;
 }
 
 /** What a lock and a permit share. */
@@ -167,12 +185,17 @@ export interface CreateLocksOptions {
   redis: LockRedis;
   keys: KeySchema;
   /** Defaults for every acquire: `leaseMs` 10 000, `waitMs` 0, `retry` 50–1000 ms. */
-  defaults?: Omit<AcquireOptions, 'signal'>;
+  defaults?: Omit<AcquireOptions, 'signal' | 'fenceFloor'>;
 }
 
 const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 const newToken = () => hex(crypto.getRandomValues(new Uint8Array(16)));
 const sha1Hex = async (s: string) => hex(new Uint8Array(await crypto.subtle.digest('SHA-1', new TextEncoder().encode(s))));
+
+function fenceFloor(n: number): number {
+  if (!Number.isSafeInteger(n) || n < 0) throw new TypeError(`fenceFloor must be a whole number ≥ 0, got ${n}`);
+  return n;
+}
 
 function positiveInt(name: string, n: number): number {
   if (!Number.isSafeInteger(n) || n <= 0) throw new TypeError(`${name} must be a positive integer (ms), got ${n}`);
@@ -261,6 +284,7 @@ export function createLocks({ redis, keys, defaults = {} }: CreateLocksOptions) 
     waitMs: Math.max(0, o.waitMs ?? defaults.waitMs ?? 0),
     retry: { ...defaults.retry, ...o.retry },
     signal: o.signal,
+    fenceFloor: fenceFloor(o.fenceFloor ?? 0),
   });
 
   function makeLock(resource: string, key: string, token: string, fence: number, holder: string, expiresAt: number): Lock {
@@ -274,14 +298,14 @@ export function createLocks({ redis, keys, defaults = {} }: CreateLocksOptions) 
    * and with `LockUnavailableError` if Redis cannot be reached.
    */
   async function acquire(resource: string, options: AcquireOptions = {}): Promise<Lock | null> {
-    const { leaseMs, waitMs, retry, signal } = opts(options);
+    const { leaseMs, waitMs, retry, signal, fenceFloor: floor } = opts(options);
     const key = keys.slotted('lock', resource);
     const fenceKey = keys.slotted('lock', resource, 'fence');
     const token = newToken();
     const holder = sha1Hex(token);
     return poll(async () => {
       const sent = Date.now();
-      const [ok, n] = await run<[number, number]>(redis, SCRIPTS.acquire, [key, fenceKey], [token, leaseMs]);
+      const [ok, n] = await run<[number, number]>(redis, SCRIPTS.acquire, [key, fenceKey], [token, leaseMs, floor]);
       return ok === 1 ? makeLock(resource, key, token, n, await holder, sent + leaseMs) : n;
     }, waitMs, retry, signal);
   }
@@ -330,7 +354,7 @@ export function createLocks({ redis, keys, defaults = {} }: CreateLocksOptions) 
     const key = keys.slotted('sem', name);
     return {
       /** One round trip per attempt; `null` if no permit freed up within `waitMs` (default 0). */
-      async acquire(options: Omit<AcquireOptions, 'leaseMs'> = {}): Promise<Permit | null> {
+      async acquire(options: Omit<AcquireOptions, 'leaseMs' | 'fenceFloor'> = {}): Promise<Permit | null> {
         const { waitMs, retry, signal } = opts(options);
         const token = newToken();
         return poll(async () => {

@@ -44,7 +44,7 @@ interface Pair {
   gateway: RunningGateway;
   token: string;
   admin: Redis;
-  chaos?: { timer: ReturnType<typeof setInterval> | undefined; rounds: number; deleted: number; running: Promise<void> };
+  chaos?: { timer: ReturnType<typeof setInterval> | undefined; rounds: number; deleted: number; running: Promise<void> } | undefined;
 }
 
 class LabError extends Error {
