@@ -14,6 +14,8 @@ import type { Session } from './lib/session.ts';
 export type SessionShape = {
   /** productId → quantity */
   cart: Record<string, number>;
+  /** The cart's id: minted with its first line, kept while it changes, gone with it. D1 records it on the order (`orders.cart_id`), so one cart is never ordered twice. */
+  cartId: string;
 };
 
 export type AppEnv = {

@@ -23,7 +23,8 @@
  */
 import { Hono } from 'hono';
 import { z } from 'zod';
-import type { AppEnv } from '../env.ts';
+import type { AppEnv, SessionShape } from '../env.ts';
+import type { Session } from '../lib/session.ts';
 import { AppError } from '../lib/errors.ts';
 import { services } from '../services.ts';
 import { d1 } from './d1.ts';
@@ -67,8 +68,11 @@ function readCart(raw: unknown): Map<number, number> {
   return cart;
 }
 
-const save = (set: (cart: Record<string, number> | undefined) => void, cart: Map<number, number>) =>
-  set(cart.size ? Object.fromEntries([...cart].map(([id, q]) => [String(id), q])) : undefined);
+/** Stores the cart, with its id: kept while the cart has lines (minted with the first), dropped with the last. */
+async function save(session: Session<SessionShape>, cart: Map<number, number>): Promise<void> {
+  session.set('cart', cart.size ? Object.fromEntries([...cart].map(([id, q]) => [String(id), q])) : undefined);
+  session.set('cartId', cart.size ? ((await session.get('cartId')) ?? crypto.randomUUID()) : undefined);
+}
 
 const cents = (price: number) => Math.round(price * 100);
 
@@ -134,7 +138,7 @@ cart.post('/items', validate('json', AddItem), async (c) => {
   const next = Math.min((lines.get(productId) ?? 0) + quantity, MAX_QUANTITY);
   short(productId, next, product.stock);
   lines.set(productId, next);
-  save((v) => session.set('cart', v), lines);
+  await save(session, lines);
   return c.json({ productId, quantity: next }, 200);
 });
 
@@ -156,7 +160,7 @@ cart.patch('/items/:productId', validate('param', ProductIdParam), validate('jso
     short(productId, quantity, product.stock);
     lines.set(productId, quantity);
   }
-  save((v) => session.set('cart', v), lines);
+  await save(session, lines);
   return c.json({ productId, quantity }, 200);
 });
 
@@ -170,7 +174,7 @@ cart.delete('/items/:productId', validate('param', ProductIdParam), async (c) =>
   const { productId } = c.req.valid('param');
   const session = c.get('session');
   const lines = readCart(await session.get('cart'));
-  if (lines.delete(productId)) save((v) => session.set('cart', v), lines);
+  if (lines.delete(productId)) await save(session, lines);
   return c.body(null, 204);
 });
 

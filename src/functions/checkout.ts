@@ -7,28 +7,32 @@
  *    fingerprint is a hash of the cart's lines.
  * 2. The key is claimed (SET NX GET PX, src/lib/idempotency.ts) in the same round trip as a first
  *    try at every product's lock (src/lib/multilock.ts); a busy lock is then waited for in a fixed
- *    (sorted) order, so two checkouts never deadlock. A duplicate in progress gets 409 + Retry-After; a
- *    finished one gets the same 201 again with `Idempotent-Replayed: true`; the same key with a
- *    different cart gets 422. Only a placed order is stored for replay: a refusal (409, 422) leaves
- *    the key free, since no order exists under it.
+ *    (sorted) order, so two checkouts never deadlock. A duplicate in progress gets 409 + Retry-After
+ *    (unless D1 already has its order: then that order); a finished one gets the same 201 again with
+ *    `Idempotent-Replayed: true`; the same key with a different cart gets 422. Only a placed order is
+ *    stored for replay: a refusal (409, 422) leaves the key free, since no order exists under it.
  * 3. ONE D1 batch (a transaction) decrements each stock, checks the lock's fence, writes the order
- *    and its lines, whatever the cart's size (see {@link orderStatements}). A short stock, a stale
- *    fence or a vanished product makes a statement fail, so nothing of the batch applies; a second
- *    read tells which (409 naming the short products, 422 for unknown ones, 409 retry otherwise).
- *    `orders.idempotency_key` is UNIQUE: if Redis lost the key's record, the batch fails on it and the
- *    order already in D1 is replayed.
+ *    and its lines, whatever the cart's size (./orders.ts). A short stock, a stale fence or a
+ *    vanished product makes a statement fail, so nothing of the batch applies; a second read tells
+ *    which (409 naming the short products, 422 for unknown ones). D1 is the store of record for
+ *    what Redis may have forgotten: `orders.idempotency_key` and `orders.cart_id` are UNIQUE, so a
+ *    retry after Redis lost the key's record, or with a new key after the cart could not be emptied,
+ *    finds the order already placed instead of placing it again; and a fence D1 has already passed
+ *    (Redis forgot the fence counter: a restart, an eviction) is repaired at once: the locks are
+ *    taken again above D1's fence (`fenceFloor`) and the batch retried, at most twice.
  * 4. After the commit, in ONE round trip: the locks' release, the stored response, a ZINCRBY per
  *    product on the best sellers, the product cache entries' invalidation (and the list pages', by
- *    the `products` tag) and the inventory event. A failure there is logged and the answer is
- *    still 201: the order is in D1 (a retry of the key finds it there); the leaderboard can be
- *    rebuilt from order_items, a cache entry expires (1 h) and the locks' leases run out (10 s).
- * 5. The cart is emptied (the session's save, after the handler).
+ *    the `products` tag), the inventory event and the session's save (the cart emptied). A failure
+ *    there is logged and the answer is still 201: the order is in D1, and everything in that trip
+ *    is repairable (a retry finds the order by its key or its cart; the leaderboard can be rebuilt
+ *    from order_items; a cache entry expires; the locks' leases run out).
  *
  * An empty cart is 422 (`unprocessable`), not 400: the request is well formed, the state it acts on
  * is what cannot be processed. A retry whose original already emptied the cart is still replayed.
  *
  * Round trips (Redis), happy path with warm scripts: per-IP check; session load; claim + lock tries
- * (SET, EVALSHA × products); after-commit writes; session save. 5, plus the D1 batch.
+ * (SET, EVALSHA × products); after-commit writes with the session save. 4, plus the D1 batch. After
+ * Redis forgot the fence counter: one more (locks again) and one more D1 batch, once per product.
  */
 import { Hono } from 'hono';
 import { z } from 'zod';
@@ -42,8 +46,9 @@ import { services } from '../services.ts';
 import { MAX_LINES, MAX_QUANTITY } from './cart.ts';
 import { inventoryChannel, type InventoryEvent } from './events.ts';
 import { bestSellers } from './leaderboard.ts';
-import { productKey } from './products.ts';
 import { route, validate } from './openapi.ts';
+import { findOrder, placeOrder, type Line, type Placed } from './orders.ts';
+import { productKey } from './products.ts';
 
 /** A product's lock lease: far longer than one D1 batch; the fence covers a holder paused past it. */
 export const LOCK_LEASE_MS = 10_000;
@@ -53,15 +58,11 @@ export const LOCK_WAIT_MS = 5_000;
 export const PENDING_MS = 30_000;
 /** How long a placed order is replayed for its key. */
 export const REPLAY_MS = 86_400_000;
+/** Order batches per checkout: the first, and up to two after a fence D1 had already passed. */
+const FENCE_TRIES = 3;
 
 /** The lock of one product. */
 export const productLock = (productId: number) => `product:${productId}`;
-
-/** One line of the cart, as ordered. */
-export interface Line {
-  productId: number;
-  quantity: number;
-}
 
 const OrderItem = z.object({ productId: z.number().int(), quantity: z.number().int(), price: z.number(), lineTotal: z.number() });
 const Order = z.object({ orderId: z.string(), items: z.array(OrderItem), total: z.number() });
@@ -94,105 +95,6 @@ function idempotency(env: Env): Idempotency {
 function invalidateProducts(env: Env, ids: readonly number[]): Promise<unknown>[] {
   const { cache } = services(env);
   return [...ids.map((id) => cache.invalidate(productKey(id))), cache.invalidateTag('products')];
-}
-
-// ---------------------------------------------------------------------------------------------
-// D1
-
-/**
- * The batch that places an order, five statements for any number of lines (the lines travel as one
- * JSON parameter, read with json_each), so a large cart stays far below D1's per-invocation query
- * limit. Run with `db.batch()`: D1 runs a batch as one transaction and rolls it all back when a
- * statement fails. An UPDATE that matches no row is not a failure in SQL, so the checks live in the
- * SET: a short stock or a fence not above the row's makes the new stock NULL, which the NOT NULL
- * constraint refuses; a vanished product leaves its line's price NULL, refused the same way. The
- * last statement answers the lines with their prices and the stock left.
- */
-export function orderStatements(db: D1Database, order: { orderId: string; idempotencyKey: string; userId: number | null; createdAt: number; lines: readonly (Line & { fence: number })[] }): D1PreparedStatement[] {
-  const lines = JSON.stringify(order.lines.map((l) => [l.productId, l.quantity, l.fence]));
-  const each = `SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS quantity, json_extract(value, '$[2]') AS fence FROM json_each(?1)`;
-  return [
-    db.prepare('INSERT INTO orders (id, idempotency_key, user_id, total_cents, created_at) VALUES (?1, ?2, ?3, 0, ?4)')
-      .bind(order.orderId, order.idempotencyKey, order.userId, order.createdAt),
-    decrementStatement(db, order.lines, order.createdAt),
-    db.prepare(`INSERT INTO order_items (order_id, product_id, quantity, price_cents)
-      SELECT ?2, l.id, l.quantity, (SELECT price_cents FROM products WHERE id = l.id) FROM (${each}) AS l`)
-      .bind(lines, order.orderId),
-    db.prepare('UPDATE orders SET total_cents = (SELECT SUM(quantity * price_cents) FROM order_items WHERE order_id = ?1) WHERE id = ?1')
-      .bind(order.orderId),
-    db.prepare(`SELECT i.product_id, i.quantity, i.price_cents, p.stock FROM order_items AS i JOIN products AS p ON p.id = i.product_id
-      WHERE i.order_id = ?1 ORDER BY i.product_id`)
-      .bind(order.orderId),
-  ];
-}
-
-/**
- * Takes `quantity` off each line's product, fenced: the row's `fence` must be below the line's, and
- * becomes it. A short stock or a stale fence fails the statement (NOT NULL constraint on `stock`)
- * instead of silently matching no row, so the batch around it is rolled back.
- */
-export function decrementStatement(db: D1Database, lines: readonly (Line & { fence: number })[], now: number): D1PreparedStatement {
-  return db.prepare(`UPDATE products AS p
-      SET stock = CASE WHEN p.stock >= l.quantity AND p.fence < l.fence THEN p.stock - l.quantity END,
-          fence = l.fence, updated_at = ?2
-      FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS quantity, json_extract(value, '$[2]') AS fence FROM json_each(?1)) AS l
-      WHERE p.id = l.id`)
-    .bind(JSON.stringify(lines.map((l) => [l.productId, l.quantity, l.fence])), now);
-}
-
-type OrderRow = { order_id: string; total_cents: number; product_id: number; quantity: number; price_cents: number };
-
-function orderBody(orderId: string, rows: readonly { product_id: number; quantity: number; price_cents: number }[], totalCents?: number): OrderBody {
-  const items = rows.map((r) => ({ productId: r.product_id, quantity: r.quantity, price: r.price_cents / 100, lineTotal: (r.quantity * r.price_cents) / 100 }));
-  const total = totalCents ?? rows.reduce((sum, r) => sum + r.quantity * r.price_cents, 0);
-  return { orderId, items, total: total / 100 };
-}
-
-/** The order placed under `idempotencyKey`, if any, with the lines it was placed for. */
-function findOrderStatement(db: D1Database, idempotencyKey: string): D1PreparedStatement {
-  return db.prepare(`SELECT o.id AS order_id, o.total_cents, i.product_id, i.quantity, i.price_cents
-      FROM orders AS o JOIN order_items AS i ON i.order_id = o.id WHERE o.idempotency_key = ?1 ORDER BY i.product_id`)
-    .bind(idempotencyKey);
-}
-
-function existing(rows: readonly OrderRow[]): { body: OrderBody; lines: Line[] } | null {
-  const first = rows[0];
-  if (!first) return null;
-  return { body: orderBody(first.order_id, rows, first.total_cents), lines: rows.map((r) => ({ productId: r.product_id, quantity: r.quantity })) };
-}
-
-type Placed =
-  | { kind: 'placed'; body: OrderBody; stock: { productId: number; stock: number }[] }
-  | { kind: 'exists'; body: OrderBody; lines: Line[] }
-  | { kind: 'unknown'; productIds: number[] }
-  | { kind: 'short'; products: { productId: number; requested: number; available: number }[] }
-  | { kind: 'refused'; cause: unknown };
-
-/** Writes the order; on a refused batch, reads why (under the same locks, so the answer holds). */
-async function placeOrder(db: D1Database, order: Parameters<typeof orderStatements>[1]): Promise<Placed> {
-  let failure: unknown;
-  try {
-    const results = await db.batch(orderStatements(db, order));
-    const rows = (results.at(-1)?.results ?? []) as { product_id: number; quantity: number; price_cents: number; stock: number }[];
-    return { kind: 'placed', body: orderBody(order.orderId, rows), stock: rows.map((r) => ({ productId: r.product_id, stock: r.stock })) };
-  } catch (err) {
-    failure = err;
-  }
-  const ids = order.lines.map((l) => l.productId);
-  const [products, found] = await db.batch([
-    db.prepare(`SELECT id, stock FROM products WHERE id IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(ids)),
-    findOrderStatement(db, order.idempotencyKey),
-  ]);
-  const stock = new Map(((products?.results ?? []) as { id: number; stock: number }[]).map((p) => [p.id, p.stock]));
-  const prior = existing((found?.results ?? []) as OrderRow[]);
-  // Our own batch committed but its answer was lost on the way back: it is placed.
-  if (prior?.body.orderId === order.orderId) return { kind: 'placed', body: prior.body, stock: prior.lines.map((l) => ({ productId: l.productId, stock: stock.get(l.productId) ?? 0 })) };
-  if (prior) return { kind: 'exists', ...prior };
-  const unknown = ids.filter((id) => !stock.has(id));
-  if (unknown.length) return { kind: 'unknown', productIds: unknown };
-  const short = order.lines.filter((l) => stock.get(l.productId)! < l.quantity).map((l) => ({ productId: l.productId, requested: l.quantity, available: stock.get(l.productId)! }));
-  if (short.length) return { kind: 'short', products: short };
-  return { kind: 'refused', cause: failure };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -254,38 +156,60 @@ route({
 checkout.post('/', validate('header', IdempotencyHeader), async (c) => {
   const clientKey = c.req.valid('header')['idempotency-key'];
   await checkEmptyBody(c.req.text());
-  const replay = (response: StoredResponse) => {
-    c.header('Idempotent-Replayed', 'true');
-    return c.json(response.body as OrderBody, response.status as 201);
-  };
   const env = c.env;
   const s = services(env);
   const idem = idempotency(env);
   const session = c.get('session');
+  /**
+   * A placed order's answer. The cart is emptied and the session saved NOW, inside the handler
+   * (with `alongside`, in the same round trip), so that a failing save is logged, not turned into a
+   * 503: the order is in D1 whatever Redis does, and a retry finds it there by key or by cart.
+   */
+  const answer = async (body: OrderBody, replayed: boolean, alongside: [string, Promise<unknown>][] = []) => {
+    session.delete('cart');
+    session.delete('cartId');
+    const steps: [string, Promise<unknown>][] = [...alongside, ['session', session.save()]];
+    const results = await Promise.allSettled(steps.map(([, p]) => p));
+    const failed = [...new Set(results.flatMap((r, i) => (r.status === 'rejected' ? [`${steps[i]![0]} (${failureName(r.reason)})`] : [])))];
+    if (failed.length) console.error(`[checkout] order ${body.orderId} placed, but after-commit steps failed (repairable): ${failed.join('; ')}`);
+    if (replayed) c.header('Idempotent-Replayed', 'true');
+    return c.json(body, 201);
+  };
+  const replay = (response: StoredResponse) => answer(response.body as OrderBody, true);
 
-  const [rawCart, user, handle] = await Promise.all([session.get('cart'), session.getUser(), session.handle()]);
+  const [rawCart, rawCartId, user, handle] = await Promise.all([session.get('cart'), session.get('cartId'), session.getUser(), session.handle()]);
   const lines = cartLines(rawCart);
   if (lines === null) throw new AppError('unprocessable', { detail: 'The cart holds a line that is not valid; empty it with DELETE /cart/items/:productId and add the products again.' });
   if (lines.length > MAX_LINES) throw new AppError('unprocessable', { detail: `A cart holds at most ${MAX_LINES} different products.` });
+  const cartId = typeof rawCartId === 'string' && /^[\w-]{1,64}$/.test(rawCartId) ? rawCartId : null;
   const scope = user !== undefined ? `user:${user}` : handle !== undefined ? `session:${handle}` : undefined;
   const key = scope === undefined ? undefined : await fingerprint(['checkout', scope, clientKey]);
+  const fromD1 = async (k: string, cart: string | null) => {
+    try {
+      return await findOrder(env.DB, k, cart);
+    } catch (cause) {
+      throw new AppError('unavailable', { detail: 'The order could not be looked up; retry with the same Idempotency-Key.', headers: { 'retry-after': '1' }, cause });
+    }
+  };
 
   if (lines.length === 0 || key === undefined) {
     // A retry of an order that already emptied the cart: answer it again.
     if (key !== undefined) {
       const record = await idem.peek(key);
       if (record?.state === 'completed') return replay(record.response);
-      const prior = existing((await findOrderStatement(env.DB, key).all<OrderRow>()).results);
+      const prior = await fromD1(key, null);
       if (prior) return replay({ status: 201, body: prior.body });
     }
     throw new AppError('unprocessable', { detail: 'The cart is empty: add products with POST /cart/items first.' });
   }
 
   const fp = await lineFingerprint(lines);
+  const resources = lines.map((l) => productLock(l.productId));
   const stop = new AbortController();
+  const lockAll = (fenceFloor = 0) => acquireAll(s.locks, resources, { leaseMs: LOCK_LEASE_MS, waitMs: LOCK_WAIT_MS, signal: stop.signal, ...(fenceFloor > 0 ? { fenceFloor } : {}) });
   const claiming = idem.begin(key, fp);
   // Same tick as the claim: one round trip for the claim and every lock's first try.
-  const locking = acquireAll(s.locks, lines.map((l) => productLock(l.productId)), { leaseMs: LOCK_LEASE_MS, waitMs: LOCK_WAIT_MS, signal: stop.signal });
+  const locking = lockAll();
   const dropLocks = async () => {
     stop.abort(new Error('checkout: locks not needed'));
     const held = await locking.catch(() => null);
@@ -302,9 +226,11 @@ checkout.post('/', validate('header', IdempotencyHeader), async (c) => {
   if (claim.state !== 'claimed') {
     await dropLocks();
     if (!claim.sameRequest) throw reused();
-    if (claim.state === 'in_progress') throw busy('A checkout with this Idempotency-Key is still in progress; retry shortly with the same key.');
-    session.delete('cart'); // the original's own effect, in case its save was lost
-    return replay(claim.response);
+    if (claim.state === 'completed') return replay(claim.response);
+    // In progress, or a claim whose request placed the order and then lost its after-commit trip.
+    const prior = await fromD1(key, null);
+    if (prior) return replay({ status: 201, body: prior.body });
+    throw busy('A checkout with this Idempotency-Key is still in progress; retry shortly with the same key.');
   }
 
   const token = claim.token;
@@ -318,31 +244,49 @@ checkout.post('/', validate('header', IdempotencyHeader), async (c) => {
     await giveBack([]);
     throw err; // LockUnavailableError: 503
   }
-  if (!held) {
+  const orderId = crypto.randomUUID();
+  const userId = user !== undefined && /^[1-9]\d{0,15}$/.test(user) ? Number(user) : null;
+  let placed: Placed | undefined;
+  for (let attempt = 1; held; attempt++) {
+    const fences = new Map(held.map((l) => [l.resource, l.fence]));
+    try {
+      placed = await placeOrder(env.DB, { orderId, idempotencyKey: key, cartId, userId, createdAt: Date.now(), lines: lines.map((l) => ({ ...l, fence: fences.get(productLock(l.productId))! })) });
+    } catch (cause) {
+      await giveBack(held);
+      throw new AppError('unavailable', { detail: 'The order could not be written; retry with the same Idempotency-Key.', headers: { 'retry-after': '1' }, cause });
+    }
+    if (placed.kind !== 'stale' || attempt >= FENCE_TRIES) break;
+    // D1 has seen a fence at or above ours: Redis forgot its counter (or a lock). The same locks
+    // again, above D1's fence; the release and the new tries leave in one round trip.
+    const again = Promise.all([releaseAll(held), lockAll(placed.floor)]);
+    try {
+      held = (await again)[1];
+    } catch (err) {
+      await giveBack([]);
+      throw err;
+    }
+  }
+  if (!held || !placed) {
     await giveBack([]);
     throw busy('Another checkout is updating these products; retry shortly with the same Idempotency-Key.');
   }
 
-  const fences = new Map(held.map((l) => [l.resource, l.fence]));
-  const orderId = crypto.randomUUID();
-  const userId = user !== undefined && /^[1-9]\d{0,15}$/.test(user) ? Number(user) : null;
-  let placed: Placed;
-  try {
-    placed = await placeOrder(env.DB, { orderId, idempotencyKey: key, userId, createdAt: Date.now(), lines: lines.map((l) => ({ ...l, fence: fences.get(productLock(l.productId))! })) });
-  } catch (cause) {
-    await giveBack(held);
-    throw new AppError('unavailable', { detail: 'The order could not be written; retry with the same Idempotency-Key.', headers: { 'retry-after': '1' }, cause });
-  }
-
   switch (placed.kind) {
     case 'exists': {
-      // Redis had lost the key's record; D1 had the order. Same cart: the same answer again.
-      const same = (await lineFingerprint(placed.lines)) === fp;
-      const response = { status: 201, body: placed.body };
-      await Promise.all([releaseAll(held), same ? idem.complete(key, fp, response).catch(() => undefined) : idem.release(key, token).catch(() => false)]);
-      if (!same) throw reused();
+      const { prior } = placed;
+      const same = (await lineFingerprint(prior.lines)) === fp;
+      // Under this key with this cart, or from this cart with the same lines: that order again.
+      if (same) return answer(prior.body, true, [['locks', releaseAll(held)], ['idempotency', prior.by === 'key' ? idem.complete(key, fp, { status: 201, body: prior.body }) : idem.release(key, token)]]);
+      await giveBack(held);
+      if (prior.by === 'key') throw reused();
+      // This cart was ordered and has changed since: which of its lines the shopper still wants is
+      // theirs to say, so it is emptied (saved after the handler, as for any 4xx) and never ordered twice.
       session.delete('cart');
-      return replay(response);
+      session.delete('cartId');
+      throw new AppError('conflict', {
+        detail: `This cart was already ordered (order ${prior.body.orderId}) and has changed since; it is emptied now: add what you still want and check out again.`,
+        extensions: { orderId: prior.body.orderId, emptied: true },
+      });
     }
     case 'unknown':
       await giveBack(held);
@@ -353,9 +297,10 @@ checkout.post('/', validate('header', IdempotencyHeader), async (c) => {
         detail: `Not enough stock for product${placed.products.length > 1 ? 's' : ''} ${placed.products.map((p) => `${p.productId} (${p.available} left)`).join(', ')}.`,
         extensions: { products: placed.products },
       });
+    case 'stale':
     case 'refused':
       await giveBack(held);
-      console.error(`[checkout] order batch refused without a short stock (a lock lost to its lease?): ${failureName(placed.cause)}`);
+      console.error(`[checkout] order batch refused without a short stock (${placed.kind === 'stale' ? `fences still behind D1 after ${FENCE_TRIES} tries` : failureName(placed.cause)})`);
       throw busy('The stock changed while the order was being placed; retry with the same Idempotency-Key.');
     case 'placed':
       break;
@@ -364,20 +309,14 @@ checkout.post('/', validate('header', IdempotencyHeader), async (c) => {
   const response = { status: 201, body: placed.body };
   const event: InventoryEvent = { type: 'inventory.changed', items: placed.stock, at: Date.now() };
   const board = bestSellers(env);
-  // Everything below leaves in ONE round trip: all of it is issued in this tick.
-  const steps: [string, Promise<unknown>][] = [
+  // Everything below, the session's save included, leaves in ONE round trip: all of it is issued in this task.
+  return answer(placed.body, false, [
     ['locks', releaseAll(held)],
     ['idempotency', idem.complete(key, fp, response)],
     ...lines.map((l): [string, Promise<unknown>] => ['leaderboard', board.increment(String(l.productId), l.quantity)]),
     ...invalidateProducts(env, lines.map((l) => l.productId)).map((p): [string, Promise<unknown>] => ['cache', p]),
     ['event', publishJson(s.redis, inventoryChannel(env), event)],
-  ];
-  const results = await Promise.allSettled(steps.map(([, p]) => p));
-  const failed = [...new Set(results.flatMap((r, i) => (r.status === 'rejected' ? [`${steps[i]![0]} (${failureName(r.reason)})`] : [])))];
-  if (failed.length) console.error(`[checkout] order ${orderId} placed, but after-commit steps failed (repairable): ${failed.join('; ')}`);
-
-  session.delete('cart');
-  return c.json(placed.body, 201);
+  ]);
 });
 
 export default checkout;

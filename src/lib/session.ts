@@ -232,6 +232,8 @@ export interface Session<T extends SessionData = SessionData> {
   touch(): void;
   /** The stored session's non-secret handle (for `revokeAll`'s `except`), else undefined. */
   handle(): Promise<string | undefined>;
+  /** Saves now, in this round trip, what the middleware would save after the handler (which then has nothing left to write, or skips it after this rejected: a 503 AppError). */
+  save(): Promise<void>;
 }
 
 /** The context variables the middleware sets; merge into your `AppEnv['Variables']`. */
@@ -427,7 +429,7 @@ class RequestSession implements Session {
     if (!Array.isArray(reply) || typeof reply[0] !== 'number') return true;
     this.state = 'live';
     this.uid = this.newUid ?? this.uid;
-    this.dirty = new Map();
+    [this.dirty, this.touchDue] = [new Map(), false];
     this.cookie(this.id!, Math.floor(reply[0] / 1000));
     return false;
   }

@@ -5,7 +5,7 @@
  */
 import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test';
 import { inject, afterEach, describe, expect, it, vi } from 'vitest';
-import { decrementStatement, orderStatements } from '../../src/functions/checkout.ts';
+import { decrementStatement, orderStatements } from '../../src/functions/orders.ts';
 import worker from '../../src/index.ts';
 import { fingerprint } from '../../src/lib/idempotency.ts';
 import { services } from '../../src/services.ts';
@@ -314,8 +314,8 @@ describe('Redis failures', () => {
     expect(logged).not.toMatch(/command was/);
     expect(await redis.zscore(keysOf(shop).key('leaderboard', 'best-sellers'), String(p))).toBeNull();
 
-    // The stored response was lost with that trip (the claim is left to expire), but the cart was
-    // emptied: a retry finds the order in D1 by its key and answers it again.
+    // The stored response and the cart's emptying were lost with that trip (the claim is left to
+    // expire): a retry finds the order in D1 by its key and answers it again.
     const again = await checkout(shop, sid, k, ip);
     expect(again.status, again.text).toBe(201);
     expect(again.text).toBe(text);
