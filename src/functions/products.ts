@@ -2,7 +2,7 @@
  * Products: D1 is the source of truth, Redis (src/lib/cache.ts) is in front of it.
  *
  * - `GET /products` pages, cached per (category, page, pageSize) under the tag `products`, so one
- *   INCR of the tag retires every page after a write.
+ *   new version of the tag retires every page after a write.
  * - `GET /products/:id` cache-aside for 1 h with a 5 min stale-while-revalidate window and single
  *   flight (the cache does both); unknown ids are cached as "absent" for 30 s. The ETag (a SHA-256
  *   prefix of the product JSON) is computed when the product is loaded and stored with it, so a hit

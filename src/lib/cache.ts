@@ -1,11 +1,14 @@
 /**
  * Cache-aside for Workers over HTTP Redis, counted in round trips: fresh/stale windows refreshed in
  * `waitUntil`, single flight across isolates (a lock taken by the read itself) and within one, tag
- * invalidation by version counters, checked reads, negative caching, TTL jitter, invalidation events.
+ * invalidation by versions never reused, checked reads, negative caching, TTL jitter, invalidation events.
  *
- * Round trips: a hit is 1: one EVALSHA for the entry and one GETEX per tag. They are all write-mode
- * commands for @upstash/redis, which batches reads and writes apart, so auto-pipelining sends them
- * in ONE request (a plain GET would travel in a second one). A miss is 2: that read, which also took
+ * When Redis forgets (./cache-fence.ts), a missing tag version, tombstone or lock is "unknown", never
+ * "fresh": a load writes back only while its own lock stands, and an entry whose tag is gone is dead.
+ *
+ * Round trips: a hit is 1: one EVALSHA for the entry and one `SET NX GET` per tag. They are all
+ * write-mode commands for @upstash/redis, which batches reads and writes apart, so auto-pipelining
+ * sends them in ONE request (a plain GET would travel in a second one). A miss is 2: that read, which also took
  * the lock, and after the loader one write that stores the entry and frees the lock (in
  * `ctx.waitUntil` when a `ctx` is given). An entry fresh by time but failing its tags or `validate`
  * costs one more read, to take the lock. Trade-off: on Upstash Global the read runs on the primary.
@@ -23,12 +26,13 @@
  * const r = await cache.getOrLoad(`product:${id}`, () => loadProduct(id), { tags: ['products'], ctx: c.executionCtx });
  * return c.json(r.value, 200, cacheHeaders(r));
  */
+import { bumpTagVersions, flightsOf, readTagVersions } from './cache-fence.ts';
 import type { KeySchema } from './keys.ts';
 import type { RedisCommands } from './redis.ts';
 import { runScript, type LuaScript } from './script.ts';
 
 /** The commands this module sends. */
-export type CacheRedis = RedisCommands<'evalsha' | 'eval' | 'getex' | 'set' | 'unlink' | 'incr' | 'publish' | 'scan'>;
+export type CacheRedis = RedisCommands<'evalsha' | 'eval' | 'set' | 'unlink' | 'publish' | 'scan'>;
 
 // SHAs are pinned (and checked in the tests) so the read is an EVALSHA issued synchronously, in the
 // same tick as the tag reads: hashing at run time is async and would miss the auto-pipeline batch.
@@ -57,8 +61,8 @@ return {raw or false, now, got, c}`,
     sha: '87169c1bbd8bfb13e28ea4b4d7438d47413a3664',
   },
   // KEYS: entry, lock. ARGV: mode, token, expected createdAt ('' any, '-' absent), ttl ms, stale ms,
-  // envelope tail, lease ms. 'load' writes unless another token or a tombstone holds the lock (an
-  // invalidation during the load), then frees it; 'set' writes (compare-and-set when ARGV[3] is given)
+  // envelope tail, lease ms. 'load' writes only while our token holds the lock (a tombstone, another token
+  // or no lock: an invalidation may have landed during the load), then frees it; 'set' writes (compare-and-set when ARGV[3] is given)
   // and leaves a tombstone so loads already running cannot overwrite it; 'drop' frees our lock.
   write: {
     src: `local lock = redis.call('GET', KEYS[2])
@@ -67,7 +71,7 @@ if ARGV[1] == 'drop' then
   return 0
 end
 if ARGV[1] == 'load' then
-  if lock and lock ~= ARGV[2] then return 0 end
+  if lock ~= ARGV[2] then return 0 end
 elseif ARGV[3] ~= '' then
   local cur = redis.call('GET', KEYS[1])
   local c = cur and string.match(cur, '^{"c":(%d+),') or '-'
@@ -78,12 +82,12 @@ local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local ttl, stale = tonumber(ARGV[4]), tonumber(ARGV[5])
 redis.call('SET', KEYS[1], string.format('{"c":%d,"f":%d,"s":%d,', now, now + ttl, now + ttl + stale) .. ARGV[6], 'PX', string.format('%d', ttl + stale))
 if ARGV[1] == 'load' then
-  if lock then redis.call('DEL', KEYS[2]) end
+  redis.call('DEL', KEYS[2])
 else
   redis.call('SET', KEYS[2], '!', 'PX', ARGV[7])
 end
 return 1`,
-    sha: '4dff6a37f53ce1209538a264cc1bda28850721c3',
+    sha: '69daf8a5af43835659546c9ed4e8326ded51d722',
   },
 } as const satisfies Record<string, LuaScript>;
 
@@ -208,13 +212,13 @@ export interface Cache {
   update<T>(key: string, fn: (current: T | undefined) => T | Promise<T>, options?: ReadOptions<T>): Promise<T>;
   /** Delete on write, fence loads in flight, publish the event: 1 round trip. */
   invalidate(key: string): Promise<void>;
-  /** Bump the tags' versions (every entry stamped with an older one is dead, stale or not) and publish: 1 round trip. */
+  /** New versions for the tags (every entry stamped with an older one is dead, stale or not) and publish: 1 round trip. */
   invalidateTag(tags: string | readonly string[]): Promise<void>;
   /**
    * The slow path: SCAN MATCH the entries whose key matches `pattern` (a glob over cache keys, e.g.
-   * `user:123:*`) and UNLINK them page by page, bounded by `maxKeys` and `maxIterations`. Pass the
-   * returned `cursor` back to continue when `complete` is false. Loads in flight are not fenced
-   * (tags are); on Redis Cluster SCAN covers one node only.
+   * `user:123:*`) and UNLINK them page by page, with their lock keys (fencing loads in flight),
+   * bounded by `maxKeys` and `maxIterations`. Pass the returned `cursor` back to continue when
+   * `complete` is false. On Redis Cluster SCAN covers one node only.
    */
   invalidatePattern(pattern: string, options?: PatternOptions): Promise<{ deleted: number; complete: boolean; cursor: string }>;
 }
@@ -296,12 +300,8 @@ async function check<T>(validate: Validator<T> | undefined, value: unknown): Pro
 }
 
 /** What one read script answers, plus the current versions of the tags read with it. */
-interface Read { raw: unknown; now: number; got: number; c: string; versions: Map<string, number> }
+interface Read { raw: unknown; now: number; got: number; c: string; versions: Map<string, string> }
 type Verdict<T> = { state: 'fresh' | 'stale'; value: T; env: Envelope } | { state: 'absent' | 'tag' | 'invalid' };
-
-// Loads in flight, per client: createRedis hands one client per env, so caches built per request
-// still share their loads with the other requests of the isolate. Keyed by full Redis key.
-const inflightByClient = new WeakMap<object, Map<string, Promise<CacheResult<unknown>>>>();
 
 /**
  * Builds a cache. Does no I/O.
@@ -312,8 +312,7 @@ const inflightByClient = new WeakMap<object, Map<string, Promise<CacheResult<unk
  */
 export function createCache({ redis, keys, defaults = {}, onError = warn, channel = keys.key('cache', 'events') }: CacheOptions): Cache {
   policy(defaults); // fail at construction on a bad default
-  const inflight = inflightByClient.get(redis) ?? new Map<string, Promise<CacheResult<unknown>>>();
-  inflightByClient.set(redis, inflight);
+  const inflight = flightsOf<CacheResult<unknown>>(redis);
   const slot = (key: string) => [keys.slotted('cache', key), keys.slotted('cache', key, 'lock')];
   const tagKey = (tag: string) => keys.key('cache', 'tag', tag);
   const report = (error: CacheError) => {
@@ -324,11 +323,7 @@ export function createCache({ redis, keys, defaults = {}, onError = warn, channe
     }
   };
 
-  function readTags(tags: readonly string[]): Promise<Map<string, number>> {
-    return Promise.all(tags.map((t) => redis.getex<unknown>(tagKey(t)))).then(
-      (vs) => new Map(tags.map((t, i) => [t, vs[i] == null ? 0 : Number(vs[i])])),
-    );
-  }
+  const readTags = (tags: readonly string[]) => readTagVersions(redis, tagKey, tags);
 
   /** One round trip: the read script per key (taking the lock when `lock` is given) and the tag versions. */
   async function read(list: readonly string[], tags: readonly string[], p: Policy, op: string, lock?: { token: string; bad: string }): Promise<Read[]> {
@@ -364,7 +359,7 @@ export function createCache({ redis, keys, defaults = {}, onError = warn, channe
     return { state: r.now < env.f ? 'fresh' : 'stale', value: checked.value, env };
   }
 
-  function encode(value: unknown, versions: Map<string, number>, p: Policy) {
+  function encode(value: unknown, versions: Map<string, string>, p: Policy) {
     const negative = value == null;
     const ttl = negative ? p.negativeTtl : Math.max(1, Math.round(p.ttl * (1 + p.jitter * (2 * Math.random() - 1))));
     const tail = JSON.stringify({ v: value, t: Object.fromEntries(versions), ...(negative ? { n: 1 } : {}) }).slice(1);
@@ -372,7 +367,7 @@ export function createCache({ redis, keys, defaults = {}, onError = warn, channe
   }
 
   /** Stores a loaded value if our lock (or none) still stands; never rejects: failures are reported. */
-  async function store(key: string, token: string, value: unknown, versions: Map<string, number>, p: Policy): Promise<void> {
+  async function store(key: string, token: string, value: unknown, versions: Map<string, string>, p: Policy): Promise<void> {
     try {
       const { ttl, stale, tail } = encode(value, versions, p);
       const mode = ttl > 0 ? 'load' : 'drop';
@@ -388,7 +383,7 @@ export function createCache({ redis, keys, defaults = {}, onError = warn, channe
     );
   }
 
-  async function fill<T>(key: string, loader: () => T | Promise<T>, o: LoadOptions<T>, p: Policy, token: string, versions: Map<string, number>, reason: CacheReason): Promise<CacheResult<T>> {
+  async function fill<T>(key: string, loader: () => T | Promise<T>, o: LoadOptions<T>, p: Policy, token: string, versions: Map<string, string>, reason: CacheReason): Promise<CacheResult<T>> {
     let value: T;
     try {
       value = await loader();
@@ -481,7 +476,7 @@ export function createCache({ redis, keys, defaults = {}, onError = warn, channe
   async function write(key: string, value: unknown, o: ReadOptions<unknown>, expect: string): Promise<boolean> {
     const p = policy(defaults, o);
     try {
-      const versions = o.tags?.length ? await timed(readTags(o.tags), p.timeoutMs, 'set', key) : new Map<string, number>();
+      const versions = o.tags?.length ? await timed(readTags(o.tags), p.timeoutMs, 'set', key) : new Map<string, string>();
       const { ttl, stale, tail } = encode(value, versions, p);
       const n = await timed(runScript<number>(redis, SCRIPTS.write, slot(key), ['set', '', expect, Math.max(ttl, 1), stale, tail, p.leaseMs]), p.timeoutMs, 'set', key);
       return n === 1;
@@ -507,11 +502,7 @@ export function createCache({ redis, keys, defaults = {}, onError = warn, channe
         return r.status === 'miss' ? { ...r, status: 'hit', reason: 'joined' } : r;
       }
       const mine = load(key, loader, options);
-      inflight.set(id, mine);
-      const forget = () => {
-        if (inflight.get(id) === mine) inflight.delete(id);
-      };
-      mine.then(forget, forget);
+      inflight.add(id, mine, options.tags ?? []);
       return mine;
     },
     getMany,
@@ -541,6 +532,7 @@ export function createCache({ redis, keys, defaults = {}, onError = warn, channe
     async invalidate(key) {
       const [entry = '', lock = ''] = slot(key);
       const p = policy(defaults);
+      inflight.drop({ id: entry });
       const work = Promise.all([redis.unlink(entry), redis.set(lock, '!', { px: p.leaseMs }), publish({ type: 'invalidate', key, at: Date.now() })]);
       await timed(work, p.timeoutMs, 'invalidate', key).catch((err: unknown) => {
         throw asCacheError(err, 'invalidate', key);
@@ -549,24 +541,32 @@ export function createCache({ redis, keys, defaults = {}, onError = warn, channe
     async invalidateTag(tags) {
       const list = typeof tags === 'string' ? [tags] : tags;
       const at = Date.now();
-      const work = Promise.all(list.flatMap((tag) => [redis.incr(tagKey(tag)), publish({ type: 'invalidateTag', tag, at })]));
+      inflight.drop({ tags: list });
+      const work = Promise.all([...bumpTagVersions(redis, tagKey, list), ...list.map((tag) => publish({ type: 'invalidateTag', tag, at }))]);
       await timed(work, policy(defaults).timeoutMs, 'invalidateTag').catch((err: unknown) => {
         throw asCacheError(err, 'invalidateTag');
       });
     },
     async invalidatePattern(pattern, { count = 500, maxKeys = 1_000, maxIterations = 100, cursor = '0' } = {}) {
       const p = policy(defaults);
-      const match = keys.slotted('cache', pattern); // entries only: lock keys end after the '}'
+      // Entries and their lock keys (after the '}'): a load whose lock is gone cannot write back.
+      const entries = keys.slotted('cache', pattern);
+      const match = `${entries}*`;
+      inflight.drop({ glob: entries });
       const unlinks: Promise<number>[] = [];
+      const fences: Promise<number>[] = [];
       let found = 0;
       let complete = false;
       try {
         for (let i = 0; i < maxIterations && found < maxKeys; i++) {
-          const [next, page] = await timed(redis.scan(cursor, { match, count }), p.timeoutMs, 'invalidatePattern');
+          const [next, keyPage] = await timed(redis.scan(cursor, { match, count }), p.timeoutMs, 'invalidatePattern');
+          const page = keyPage.filter((k) => k.endsWith('}'));
+          const locks = keyPage.filter((k) => !k.endsWith('}'));
           const batch = page.slice(0, maxKeys - found);
           // A cut page is scanned again on resume, so its cursor is not advanced.
           if (batch.length === page.length) cursor = String(next);
           if (batch.length > 0) unlinks.push(redis.unlink(...batch));
+          if (locks.length > 0) fences.push(redis.unlink(...locks));
           found += batch.length;
           if (String(next) === '0' && batch.length === page.length) {
             complete = true;
@@ -574,10 +574,10 @@ export function createCache({ redis, keys, defaults = {}, onError = warn, channe
           }
         }
         unlinks.push(publish({ type: 'invalidatePattern', pattern, at: Date.now() }).then(() => 0));
-        const counts = await timed(Promise.all(unlinks), p.timeoutMs, 'invalidatePattern');
+        const [counts] = await timed(Promise.all([Promise.all(unlinks), Promise.all(fences)]), p.timeoutMs, 'invalidatePattern');
         return { deleted: counts.reduce((a, b) => a + b, 0), complete, cursor: complete ? '0' : cursor };
       } catch (err) {
-        void Promise.allSettled(unlinks);
+        void Promise.allSettled([...unlinks, ...fences]);
         throw asCacheError(err, 'invalidatePattern');
       }
     },

@@ -61,15 +61,18 @@ describe('scripts and construction', () => {
 
 describe('getOrLoad: hit and miss', () => {
   it('a miss runs the loader once in 2 round trips (read+lock, then one write); the next call is a 1-trip hit', async () => {
-    const { cache, entry, lock } = setup();
+    const { cache, entry, lock, keys } = setup();
     const loader = vi.fn(async () => ({ id: 1, name: 'lamp' }));
     const miss = await countTrips(url, () => cache.getOrLoad('product:1', loader, { tags: ['products'], ttl: 60_000, jitter: 0 }));
     expect(miss.result).toMatchObject({ value: { id: 1, name: 'lamp' }, status: 'miss', reason: 'absent' });
     expect(loader).toHaveBeenCalledTimes(1);
-    expect(miss.trips.map((t) => t.commands)).toEqual([['evalsha', 'getex'], ['evalsha']]);
+    expect(miss.trips.map((t) => t.commands)).toEqual([['evalsha', 'set'], ['evalsha']]);
 
-    // Redis state: one envelope stamped with the tag's version, the lock freed, PX = ttl.
-    expect(await redis.get(entry('product:1'))).toMatchObject({ v: { id: 1, name: 'lamp' }, t: { products: 0 } });
+    // Redis state: one envelope stamped with the tag's version (created by the read: there was none,
+    // which is "unknown", never "0"), the lock freed, PX = ttl.
+    const version = await redis.get<string>(keys.key('cache', 'tag', 'products'));
+    expect(version).toMatch(/^v[0-9a-f]{18}$/);
+    expect(await redis.get(entry('product:1'))).toMatchObject({ v: { id: 1, name: 'lamp' }, t: { products: version } });
     expect(await redis.exists(lock('product:1'))).toBe(0);
     const pttl = await redis.pttl(entry('product:1'));
     expect(pttl).toBeGreaterThan(59_000);
@@ -78,7 +81,7 @@ describe('getOrLoad: hit and miss', () => {
     const again = vi.fn(async () => ({ id: 1, name: 'other' }));
     const hit = await countTrips(url, () => cache.getOrLoad('product:1', again, { tags: ['products'] }));
     expect(hit.count).toBe(1);
-    expect(hit.trips[0]?.commands).toEqual(['evalsha', 'getex']);
+    expect(hit.trips[0]?.commands).toEqual(['evalsha', 'set']);
     expect(hit.result).toMatchObject({ value: { id: 1, name: 'lamp' }, status: 'hit', reason: 'fresh' });
     expect(hit.result.freshUntil).toBeGreaterThan(hit.result.createdAt);
     expect(again).not.toHaveBeenCalled();
@@ -213,7 +216,7 @@ describe('write-through and delete-on-write', () => {
     const plain = await countTrips(url, () => cache.set('n', 0));
     expect(plain.trips.map((t) => t.commands)).toEqual([['evalsha']]);
     const tagged = await countTrips(url, () => cache.set('m', 0, { tags: ['a'] }));
-    expect(tagged.trips.map((t) => t.commands)).toEqual([['getex'], ['evalsha']]);
+    expect(tagged.trips.map((t) => t.commands)).toEqual([['set'], ['evalsha']]);
 
     const caches = Array.from({ length: 5 }, () => createCache({ redis: new Redis({ url, token }), keys }));
     await Promise.all(caches.map((c) => c.update<number>('n', (n) => (n ?? 0) + 1)));
@@ -268,9 +271,12 @@ describe('tags', () => {
     await sleep(10);
     expect(await cache.get('p:1', opts)).toMatchObject({ value: 'v1', status: 'stale' });
 
+    const stamped = await redis.get<string>(keys.key('cache', 'tag', 'products'));
     const inv = await countTrips(url, () => cache.invalidateTag('products'));
-    expect(inv.trips.map((t) => t.commands)).toEqual([['incr', 'publish']]);
-    expect(await redis.get(keys.key('cache', 'tag', 'products'))).toBe(1);
+    expect(inv.trips.map((t) => t.commands)).toEqual([['set', 'publish']]);
+    const bumped = await redis.get<string>(keys.key('cache', 'tag', 'products'));
+    expect(bumped).toMatch(/^v[0-9a-f]{18}$/);
+    expect(bumped).not.toBe(stamped);
 
     expect(await cache.get('p:1', opts)).toMatchObject({ value: undefined, status: 'miss', reason: 'tag' });
     const loader = vi.fn(async () => 'v2');
@@ -284,7 +290,7 @@ describe('tags', () => {
     await cache.invalidateTag(['b']);
     const { result, trips } = await countTrips(url, () => cache.getOrLoad('p:2', async () => 'v2', { tags: ['a', 'b'] }));
     expect(result).toMatchObject({ value: 'v2', status: 'miss', reason: 'tag' });
-    expect(trips.map((t) => t.commands)).toEqual([['evalsha', 'getex', 'getex'], ['evalsha', 'getex', 'getex'], ['evalsha']]);
+    expect(trips.map((t) => t.commands)).toEqual([['evalsha', 'set', 'set'], ['evalsha', 'set', 'set'], ['evalsha']]);
     expect(await cache.getOrLoad('p:2', async () => 'v3', { tags: ['a', 'b'] })).toMatchObject({ value: 'v2', status: 'hit' });
   });
 
@@ -351,7 +357,7 @@ describe('getMany', () => {
     await cache.set('stale', 'b', { tags: ['t'], ttl: 1, staleTtl: 60_000, jitter: 0 });
     await sleep(10);
     const { result, trips } = await countTrips(url, () => cache.getMany<string>(['fresh', 'stale', 'missing'], { tags: ['t'] }));
-    expect(trips.map((t) => t.commands)).toEqual([['evalsha', 'evalsha', 'evalsha', 'getex']]);
+    expect(trips.map((t) => t.commands)).toEqual([['evalsha', 'evalsha', 'evalsha', 'set']]);
     expect(result.map((r) => [r.key, r.value, r.status])).toEqual([
       ['fresh', 'a', 'hit'],
       ['stale', 'b', 'stale'],
