@@ -11,14 +11,22 @@
  * numbered above `seq` (claimed after the snapshot). That needs the store to keep, per applied
  * entry, its id and its batch `seq` (see src/functions/views.ts for the SQL).
  *
+ * When Redis forgets (./writebehind-scripts.ts has the details): what is in flight is read from the
+ * consumer group's own pending list, inside the stream key, so it cannot be lost apart from the
+ * entries; the tally knows which entries it counts, so an ack never takes off what a lost tally
+ * never counted; the batch sequence never goes back (Redis time in µs as its floor). So whatever
+ * subset of the stream, tally and seq keys is gone, the read is never below the store and never
+ * counts an entry twice. What may be lost: entries not yet drained (with the stream), and their
+ * count until they are drained (with the tally).
+ *
  * Round trips: `enqueue` 1; `snapshot` 1 (read-only script); `drain` batches + 1 (the claim of the
  * next batch travels with the ack of the last, in one request, on an auto-pipelining or task-batched
- * client). Every operation is one Lua script, so each step is atomic.
+ * client). Every operation is one Lua script, so each step is atomic. A drain goes on until the
+ * stream is empty, `budgetMs` is spent or `maxBatches` are done, whichever comes first.
  *
  * Keys (give `stream` a hash tag, e.g. `keys.slotted('wb', 'views')`, so all share a Cluster slot):
- * `<stream>` the queue; `<stream>:dlq` dead letters (fields + `_id`, `_deliveries`); `<stream>:tally`
- * hash field → entries not yet acked; `<stream>:seq` batch counter; `<stream>:inflight` hash id →
- * tally field of every delivered, unacked entry.
+ * `<stream>` the queue (one consumer group per stream: an ack deletes the entry); `<stream>:dlq`
+ * dead letters (fields + `_id`, `_deliveries`); `<stream>:tally`; `<stream>:seq`.
  *
  * Failure policy: fail closed, loudly. Redis failures reject with {@link WriteBehindError}; the
  * caller decides (a page view may be dropped with a log line, an order may not). A handler that
@@ -27,8 +35,8 @@
  * must be idempotent (an entry may be handed over again after a crash between the store's commit
  * and the ack) and should skip, not throw on, entries it can never apply.
  *
- * Trimming: `maxLen` bounds memory with XADD MAXLEN ~. Entries trimmed before they were read are
- * lost (their tally stays); size it above the backlog of the longest drain outage you accept.
+ * Trimming: `maxLen` caps the backlog (acked entries are already gone): past it the oldest entries
+ * are dropped, out of their tally too. Size it above the backlog of the longest drain outage you accept.
  *
  * @example
  * const views = createWriteBehind({ redis, stream: keys.slotted('wb', 'views') });
@@ -37,107 +45,13 @@
  * await views.drain({ group: 'd1', consumer: 'cron', handler: (b) => store(b.seq, b.entries) });
  */
 import type { RedisCommands } from './redis.ts';
-import { runScript, type LuaScript } from './script.ts';
+import { runScript } from './script.ts';
+import { SCRIPTS } from './writebehind-scripts.ts';
+
+export { SCRIPTS };
 
 /** The commands this module sends (all scripts). */
 export type WriteBehindRedis = RedisCommands<'evalsha' | 'eval' | 'evalshaRo' | 'evalRo'>;
-
-// Shared Lua helpers: drop one delivered entry's bookkeeping and its tally unit.
-const RELEASE = `local function untally(f)
-  if f and f ~= '' and redis.call('HINCRBY', KEYS[3], f, -1) <= 0 then redis.call('HDEL', KEYS[3], f) end
-end
-local function release(id)
-  local f = redis.call('HGET', KEYS[5], id)
-  if f then redis.call('HDEL', KEYS[5], id) end
-  return f
-end
-`;
-
-/** Every script with its SHA1, pinned (and checked in the tests) so calls are EVALSHA without hashing at run time. */
-export const SCRIPTS = {
-  // KEYS: stream, tally. ARGV: maxLen, tally field ('' none), field/value pairs.
-  enqueue: {
-    src: `local args = {KEYS[1], 'MAXLEN', '~', ARGV[1], '*'}
-if ARGV[2] ~= '' then args[#args + 1] = '_t'; args[#args + 1] = ARGV[2] end
-for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
-local id = redis.call('XADD', unpack(args))
-if ARGV[2] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[2], 1) end
-return id`,
-    sha: 'ccb64a74925fbf3b44296e1c9fcd32daa43ed665',
-  },
-  // KEYS: stream, dlq, tally, seq, inflight. ARGV: group, consumer, count, min idle ms, max deliveries, dlq maxLen.
-  // Creates the group if missing; reclaims idle entries (dead-lettering those delivered too often,
-  // releasing those trimmed away), tops the batch up with new ones, numbers it, and records each
-  // entry's tally field in `inflight`. Returns JSON {seq, batch: [[id, flat fields, deliveries]], dead: [ids]}.
-  claim: {
-    src: `${RELEASE}local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
-local count, maxDel = tonumber(ARGV[3]), tonumber(ARGV[5])
-local made = redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
-if type(made) == 'table' and made.err and not string.find(made.err, 'BUSYGROUP', 1, true) then return redis.error_reply(made.err) end
-local function field(flat)
-  for i = 1, #flat, 2 do if flat[i] == '_t' then return flat[i + 1] end end
-  return ''
-end
-local batch, dead = {}, {}
-local claimed = redis.call('XAUTOCLAIM', stream, group, consumer, ARGV[4], '0-0', 'COUNT', count)
-for _, id in ipairs(claimed[3] or {}) do untally(release(id)) end
-for _, e in ipairs(claimed[2]) do
-  if type(e) == 'table' then
-    local id = e[1]
-    local p = redis.call('XPENDING', stream, group, id, id, 1)
-    local n = (p[1] and tonumber(p[1][4])) or 1
-    if n > maxDel then
-      local args = {KEYS[2], 'MAXLEN', '~', ARGV[6], '*', '_id', id, '_deliveries', n}
-      for _, v in ipairs(e[2]) do args[#args + 1] = v end
-      redis.call('XADD', unpack(args))
-      redis.call('XACK', stream, group, id)
-      release(id)
-      untally(field(e[2]))
-      dead[#dead + 1] = id
-    else
-      batch[#batch + 1] = {id, e[2], n}
-    end
-  end
-end
-if #batch < count then
-  local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count - #batch, 'STREAMS', stream, '>')
-  if r then for _, e in ipairs(r[1][2]) do batch[#batch + 1] = {e[1], e[2], 1} end end
-end
-local seq = 0
-if #batch > 0 then
-  seq = redis.call('INCR', KEYS[4])
-  for _, b in ipairs(batch) do redis.call('HSET', KEYS[5], b[1], field(b[2])) end
-end
-return cjson.encode({seq, batch, dead})`,
-    sha: '4359f264ad876fd31493a28d009cc429fac9386e',
-  },
-  // KEYS: stream, -, tally, -, inflight. ARGV: group, ids. Retires each entry this call acks (an
-  // entry another drain acked first is left alone). Returns how many were acked.
-  ack: {
-    src: `${RELEASE}local n = 0
-for i = 2, #ARGV do
-  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
-    n = n + 1
-    untally(release(ARGV[i]))
-  end
-end
-return n`,
-    sha: '406987e300c233de8cb51f6f458eb9399537c54b',
-  },
-  // KEYS: tally, seq, inflight. ARGV: tally fields. Returns JSON {seq, [[count, [in-flight ids]] per field]}.
-  snapshot: {
-    src: `local want, out = {}, {}
-for i = 1, #ARGV do want[ARGV[i]] = i; out[i] = {tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0'), {}} end
-local flat = redis.call('HGETALL', KEYS[3])
-for i = 1, #flat, 2 do
-  local k = want[flat[i + 1]]
-  if k then table.insert(out[k][2], flat[i]) end
-end
-return cjson.encode({tonumber(redis.call('GET', KEYS[2]) or '0'), out})`,
-    sha: 'e4043d6bb0a185cbfce697c6839e325c817061f7',
-    ro: true,
-  },
-} as const satisfies Record<string, LuaScript>;
 
 /** A Redis failure (`redis`) or a handler that threw (`handler`, with the progress made before it). */
 export class WriteBehindError extends Error {
@@ -168,7 +82,7 @@ export interface StreamEntry {
 
 /** One handler call's worth of entries. */
 export interface Batch {
-  /** Increases with every batch claimed; store it with each applied entry (see {@link WriteBehind.snapshot}). */
+  /** Increases with every batch claimed, never going back even after Redis lost it (Redis time in µs as its floor); store it with each applied entry (see {@link WriteBehind.snapshot}). */
   seq: number;
   entries: StreamEntry[];
 }
@@ -182,8 +96,14 @@ export interface DrainOptions {
   handler: (batch: Batch) => Promise<void> | void;
   /** Entries per handler call. @default 100 */
   batchSize?: number;
-  /** Handler calls per drain, bounding one run's time. @default 10 */
+  /** Handler calls per drain at most. @default Infinity (until empty or out of budget) */
   maxBatches?: number;
+  /**
+   * No batch is claimed once this many ms have passed since the drain began (the batch in hand is
+   * still stored and acked): keep it well inside the scheduler's limit (a cron run's CPU and wall
+   * time). @default 20_000
+   */
+  budgetMs?: number;
   /** An entry delivered more often than this goes to `<stream>:dlq`. @default 5 */
   maxDeliveries?: number;
   /** Pending entries idle this long (a crashed or failed drain's) are reclaimed, ms. @default 60_000 */
@@ -214,7 +134,7 @@ export interface Pending {
 export interface WriteBehind {
   /** XADD (MAXLEN ~) the fields, and count the entry in `tally` if given. 1 round trip; resolves the entry id. */
   enqueue(fields: Readonly<Record<string, string | number>>, options?: { tally?: string }): Promise<string>;
-  /** Drains up to `maxBatches` batches. Rejects with {@link WriteBehindError}: `handler` (with its `report`) or `redis`. */
+  /** Drains until the stream is empty, the budget is spent or `maxBatches` are done. Rejects with {@link WriteBehindError}: `handler` (with its `report`) or `redis`. */
   drain(options: DrainOptions): Promise<DrainReport>;
   /** Atomically: the last batch `seq` and, per tally field, the unacked count and in-flight ids. 1 round trip. */
   snapshot(tallies: readonly string[]): Promise<{ seq: number; pending: Pending[] }>;
@@ -222,7 +142,7 @@ export interface WriteBehind {
 
 export interface WriteBehindOptions {
   redis: WriteBehindRedis;
-  /** The stream key. Its companions are `<stream>:dlq`, `:tally`, `:seq`, `:inflight`. */
+  /** The stream key. Its companions are `<stream>:dlq`, `:tally`, `:seq`. */
   stream: string;
   /** Approximate cap on the stream's length. @default 100_000 */
   maxLen?: number;
@@ -266,7 +186,7 @@ function entryOf(row: unknown): StreamEntry {
 export function createWriteBehind({ redis, stream, maxLen = 100_000, dlqMaxLen = 10_000 }: WriteBehindOptions): WriteBehind {
   positive('maxLen', maxLen);
   positive('dlqMaxLen', dlqMaxLen);
-  const k = { stream, dlq: `${stream}:dlq`, tally: `${stream}:tally`, seq: `${stream}:seq`, inflight: `${stream}:inflight` };
+  const k = { stream, dlq: `${stream}:dlq`, tally: `${stream}:tally`, seq: `${stream}:seq` };
 
   return {
     async enqueue(fields, { tally } = {}) {
@@ -284,18 +204,20 @@ export function createWriteBehind({ redis, stream, maxLen = 100_000, dlqMaxLen =
       }
     },
 
-    async drain({ group, consumer, handler, batchSize = 100, maxBatches = 10, maxDeliveries = 5, claimIdleMs = 60_000, signal }) {
+    async drain({ group, consumer, handler, batchSize = 100, maxBatches = Infinity, budgetMs = 20_000, maxDeliveries = 5, claimIdleMs = 60_000, signal }) {
+      const until = Date.now() + budgetMs;
       positive('batchSize', batchSize);
-      positive('maxBatches', maxBatches);
+      if (!(maxBatches >= 1)) throw new RangeError(`write-behind: maxBatches must be >= 1, got ${maxBatches}`);
+      positive('budgetMs', budgetMs, 0);
       positive('maxDeliveries', maxDeliveries);
       positive('claimIdleMs', claimIdleMs, 0);
       const report: DrainReport = { batches: 0, acked: 0, deadLettered: [], redelivered: 0 };
       const claim = () =>
-        runScript<unknown>(redis, SCRIPTS.claim, [k.stream, k.dlq, k.tally, k.seq, k.inflight], [group, consumer, batchSize, claimIdleMs, maxDeliveries, dlqMaxLen]).then((reply) => {
+        runScript<unknown>(redis, SCRIPTS.claim, [k.stream, k.tally, k.dlq, k.seq], [group, consumer, batchSize, claimIdleMs, maxDeliveries, dlqMaxLen]).then((reply) => {
           const [seq, rows, dead] = list(json(reply));
           return { seq: Number(seq), entries: list(rows).map(entryOf), dead: list(dead).map(String) };
         });
-      const ack = (ids: string[]) => runScript<number>(redis, SCRIPTS.ack, [k.stream, '', k.tally, '', k.inflight], [group, ...ids]);
+      const ack = (ids: string[]) => runScript<number>(redis, SCRIPTS.ack, [k.stream, k.tally], [group, ...ids]);
       const redisFailure = (cause: unknown) => new WriteBehindError('redis', 'drain', { cause, report });
 
       let next: ReturnType<typeof claim> | undefined = claim();
@@ -319,7 +241,7 @@ export function createWriteBehind({ redis, stream, maxLen = 100_000, dlqMaxLen =
         // Issued in the same tick: the ack and the next claim share one HTTP request, and Redis runs
         // them in that order, so the next claim never sees this batch as pending.
         const acked = ack(got.entries.map((e) => e.id));
-        next = report.batches < maxBatches && got.entries.length === batchSize ? claim() : undefined;
+        next = report.batches < maxBatches && got.entries.length === batchSize && Date.now() < until ? claim() : undefined;
         next?.catch(() => undefined); // awaited on the next turn; this keeps a failed ack from leaving it unobserved
         try {
           report.acked += await acked;
@@ -332,7 +254,7 @@ export function createWriteBehind({ redis, stream, maxLen = 100_000, dlqMaxLen =
 
     async snapshot(tallies) {
       try {
-        const [seq, rows] = list(json(await runScript<unknown>(redis, SCRIPTS.snapshot, [k.tally, k.seq, k.inflight], [...tallies])));
+        const [seq, rows] = list(json(await runScript<unknown>(redis, SCRIPTS.snapshot, [k.stream, k.tally, k.seq], [...tallies])));
         return {
           seq: Number(seq),
           pending: tallies.map((_, i) => {

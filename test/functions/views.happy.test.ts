@@ -55,12 +55,13 @@ describe('counting and flushing', () => {
     expect(await redis.hexists(`${stream}:tally`, '876543210')).toBe(0);
   });
 
-  it('the cron flushes in batches of 100: 250 views are 3 batches and 4 round trips, applied exactly', async () => {
+  it('the cron flushes in batches of VIEW_DRAIN_BATCH_SIZE (here 100): 250 views are 3 batches and 4 round trips, applied exactly', async () => {
     const [a, b] = [await createProduct(e), await createProduct(e)];
     const q = viewQueue(e);
     await Promise.all(Array.from({ length: 250 }, (_, i) => q.enqueue({ p: i % 5 === 0 ? b.id : a.id }, { tally: String(i % 5 === 0 ? b.id : a.id) })));
     expect((await views(a.id)) + (await views(b.id))).toBe(250);
-    const { trips } = await countTrips(url, () => runCron(e));
+    // The same app and keys, with the batch size set by its var.
+    const { trips } = await countTrips(url, () => runCron({ ...e, VIEW_DRAIN_BATCH_SIZE: '100' }));
     // claim | ack + claim | ack + claim | ack: one script each.
     expect(trips.map((t) => t.commands)).toEqual([['evalsha'], ['evalsha', 'evalsha'], ['evalsha', 'evalsha'], ['evalsha']]);
     expect(await flushed(a.id)).toBe(200);

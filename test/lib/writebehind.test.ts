@@ -21,7 +21,7 @@ const sha1 = async (s: string) =>
 function setup(options: Partial<WriteBehindOptions> = {}) {
   const stream = `t${crypto.randomUUID().slice(0, 8)}:wb:{q}`;
   const q = createWriteBehind({ redis, stream, ...options });
-  return { q, stream, dlq: `${stream}:dlq`, tally: `${stream}:tally`, inflight: `${stream}:inflight` };
+  return { q, stream, dlq: `${stream}:dlq`, tally: `${stream}:tally`, seq: `${stream}:seq` };
 }
 
 /** The D1 side in miniature: views per product, and every applied entry with its batch seq. */
@@ -105,7 +105,8 @@ describe('enqueue', () => {
     expect(await redis.xrange(stream, '-', '+')).toEqual({ [id]: { _t: 42, p: 42, note: 'x' } });
     expect(await redis.hget(tally, '42')).toBe(1);
     await q.enqueue({ p: 43 }); // no tally
-    expect(await redis.hgetall(tally)).toEqual({ '42': 1 });
+    // `_e`: the first entry this tally counts (entries before it, from a lost tally, are not in it).
+    expect(await redis.hgetall(tally)).toEqual({ '42': 1, _e: id });
   });
 
   it('caps the stream with MAXLEN ~', async () => {
@@ -119,7 +120,7 @@ describe('enqueue', () => {
 
 describe('drain', () => {
   it('hands batches over in order, acks each after its handler, and costs batches + 1 round trips', async () => {
-    const { q, tally, inflight, stream } = setup();
+    const { q, tally, stream } = setup();
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push(await q.enqueue({ p: i % 2 }, { tally: String(i % 2) }));
     const batches: Batch[] = [];
@@ -133,9 +134,9 @@ describe('drain', () => {
     expect(report).toEqual({ batches: 3, acked: 5, deadLettered: [], redelivered: 0 });
     // claim | ack+claim | ack+claim | ack
     expect(trips.map((t) => t.commands)).toEqual([['evalsha'], ['evalsha', 'evalsha'], ['evalsha', 'evalsha'], ['evalsha']]);
-    expect(await redis.hgetall(tally)).toBeNull();
-    expect(await redis.hgetall(inflight)).toBeNull();
+    expect(await redis.hgetall(tally)).toEqual({ _e: ids[0] }); // nothing counted any more
     expect(await redis.xpending(stream, 'g', '-', '+', 10)).toEqual([]);
+    expect(await redis.xlen(stream)).toBe(0); // acked entries are deleted: the stream is the backlog
 
     // Nothing left: one round trip, no handler call.
     const empty = await countTrips(url, () => q.drain({ group: 'g', consumer: 'c', handler: handlerFails }));
@@ -151,6 +152,22 @@ describe('drain', () => {
     expect(await q.drain({ group: 'g', consumer: 'c', batchSize: 2, maxBatches: 1, handler })).toMatchObject({ batches: 1, acked: 2 });
     expect(await q.drain({ group: 'g', consumer: 'c', batchSize: 2, maxBatches: 5, handler })).toMatchObject({ batches: 2, acked: 3 });
     expect(seen).toEqual(['0', '1', '2', '3', '4']);
+  });
+
+  it('drains until the stream is empty by default (no batch cap): 60 entries in 30 batches of 2, one drain', async () => {
+    const { q, stream } = setup();
+    await Promise.all(Array.from({ length: 60 }, (_, i) => q.enqueue({ p: i })));
+    const report = await q.drain({ group: 'g', consumer: 'c', batchSize: 2, handler: () => undefined });
+    expect(report).toMatchObject({ batches: 30, acked: 60 });
+    expect(await redis.xlen(stream)).toBe(0);
+  });
+
+  it('budgetMs: once spent, no new batch is claimed (the one in hand is stored and acked); the next drain goes on', async () => {
+    const { q } = setup();
+    for (let i = 0; i < 6; i++) await q.enqueue({ p: i });
+    const slow = async () => void (await new Promise((r) => setTimeout(r, 30)));
+    expect(await q.drain({ group: 'g', consumer: 'c', batchSize: 2, budgetMs: 10, handler: slow })).toMatchObject({ batches: 1, acked: 2 });
+    expect(await q.drain({ group: 'g', consumer: 'c', batchSize: 2, handler: slow })).toMatchObject({ batches: 2, acked: 4 });
   });
 
   it('a failing handler leaves its batch pending, counted and in flight; the next drain redelivers it once idle', async () => {
@@ -247,15 +264,19 @@ describe('drain', () => {
   });
 
   it('releases pending entries trimmed out of the stream (their tally and in-flight record)', async () => {
-    const { q, stream, tally, inflight } = setup();
+    const { q, stream, tally } = setup({ maxLen: 1 });
     const id = await q.enqueue({ p: 1 }, { tally: 't' });
     await expect(q.drain({ group: 'g', consumer: 'c', handler: handlerFails })).rejects.toThrow(WriteBehindError);
-    expect(await redis.hget(inflight, id)).toBe('t');
-    await redis.xdel(stream, id); // what MAXLEN ~ does to an old entry
-    const report = await q.drain({ group: 'g', consumer: 'c', claimIdleMs: 0, handler: handlerFails });
-    expect(report).toMatchObject({ batches: 0, acked: 0 });
-    expect(await redis.hgetall(inflight)).toBeNull();
-    expect(await redis.hgetall(tally)).toBeNull();
+    expect((await q.snapshot(['t'])).pending).toEqual([{ count: 1, inFlight: [id] }]);
+    const next = await q.enqueue({ p: 2 }, { tally: 't' }); // over maxLen: the oldest entry is trimmed
+    expect(Object.keys(await redis.xrange(stream, '-', '+'))).toEqual([next]);
+    expect((await q.snapshot(['t'])).pending).toEqual([{ count: 1, inFlight: [] }]);
+    const seen: string[] = [];
+    const report = await q.drain({ group: 'g', consumer: 'c', claimIdleMs: 0, handler: (b) => void seen.push(...b.entries.map((e) => e.id)) });
+    expect(report).toMatchObject({ batches: 1, acked: 1 });
+    expect(seen).toEqual([next]);
+    expect(await redis.hgetall(tally)).toEqual({ _e: id });
+    expect(await redis.xpending(stream, 'g', '-', '+', 10)).toEqual([]);
   });
 
   it('an aborted drain stops before acking: the batch stays pending for the next one', async () => {
@@ -273,9 +294,16 @@ describe('snapshot', () => {
     const { q } = setup();
     await q.enqueue({ p: 1 }, { tally: 'a' });
     await q.enqueue({ p: 2 }, { tally: 'b' });
+    const before = Date.now() * 1000;
     const { result, trips } = await countTrips(url, () => q.snapshot(['a', 'b', 'none']));
     expect(trips.map((t) => t.commands)).toEqual([['evalsha_ro']]);
-    expect(result).toEqual({ seq: 0, pending: [{ count: 1, inFlight: [] }, { count: 1, inFlight: [] }, { count: 0, inFlight: [] }] });
+    expect(result.pending).toEqual([{ count: 1, inFlight: [] }, { count: 1, inFlight: [] }, { count: 0, inFlight: [] }]);
+    // No batch claimed yet: the seq is Redis time in µs, below every batch still to come.
+    expect(result.seq).toBeGreaterThan(before - 60_000_000);
+    expect(result.seq).toBeLessThan(before + 60_000_000);
+    const store = memoryStore();
+    await q.drain({ group: 'g', consumer: 'c', handler: (b) => store.apply(b) });
+    expect([...store.applied.values()].every((a) => a.seq > result.seq)).toBe(true);
   });
 });
 
