@@ -21,8 +21,6 @@ export interface Services {
   sessions: SessionStore;
   /** `API_RATE_LIMIT` requests per minute per IP, on every route. */
   apiLimiter: Limiter;
-  /** `LOGIN_RATE_LIMIT` attempts per 15 minutes per IP + username (exact sliding log). */
-  loginLimiter: Limiter;
 }
 
 const built = new WeakMap<Env, Services>();
@@ -48,7 +46,6 @@ export function services(env: Env): Services {
     locks: createLocks({ redis, keys }),
     sessions: sessionStore(redis, { keys }),
     apiLimiter: createRatelimit(redis, { name: 'api', keys, algorithm: 'slidingWindow', limit: positiveInt(env.API_RATE_LIMIT, 'API_RATE_LIMIT', 100), windowMs: 60_000 }),
-    loginLimiter: createRatelimit(redis, { name: 'login', keys, algorithm: 'slidingLog', limit: positiveInt(env.LOGIN_RATE_LIMIT, 'LOGIN_RATE_LIMIT', 5), windowMs: 900_000 }),
   };
   built.set(env, s);
   return s;

@@ -3,11 +3,14 @@
  *
  * - Passwords: PBKDF2-SHA-256 through WebCrypto (src/lib/password.ts), in D1 `users.password_hash`.
  *   Usernames are unique case-insensitively (`UNIQUE COLLATE NOCASE`); registering does not log in.
- * - Login: validated first (a malformed body costs no try and no Redis), then `LOGIN_RATE_LIMIT`
- *   tries per 15 minutes per IP + lower-cased username, every try counted (good ones too), an
- *   exact sliding log that fails CLOSED (Redis down → 503). A wrong password and an unknown user
- *   get the same 401 after the same PBKDF2 work. Success regenerates the session id and keeps the
- *   session's data, so an anonymous cart carries over.
+ * - Login: validated first (a malformed body costs no try and no Redis), then limited as OWASP
+ *   says (./login-limits.ts): `LOGIN_RATE_LIMIT` FAILED tries per 15 minutes per IP + lower-cased
+ *   username (a success does not count and clears them), and `LOGIN_ACCOUNT_LIMIT` failed tries per
+ *   hour per username from devices that never logged in to it, a throttle that stops distributed
+ *   guessing without letting anyone lock the owner out (their devices are trusted). Fails CLOSED
+ *   (Redis down → 503). A wrong password and an unknown user get the same 401 after the same PBKDF2
+ *   work. Success regenerates the session id and keeps the session's data, so an anonymous cart
+ *   carries over.
  * - Bodies are strict: an unknown JSON field is a 400 naming it (a typo such as `pasword` should
  *   not look like a wrong password).
  * - "Log out everywhere" (`POST /auth/logout-all`) ends every session of the user, this one too;
@@ -17,8 +20,9 @@
  * Round trips to Redis, the app-wide per-IP check included (for GET it shares the session load's
  * trip; writes wait for it), once Redis has the scripts cached:
  * - register 1: the check (the rest is D1);
- * - login 3: the check → the login limit + the session load, together → the save (new session, the
- *   user's index, the old session deleted);
+ * - login 3: the check → the login limits + the session load, together → the save (new session, the
+ *   user's index, the old session deleted) with the limits' success (failures cleared, device trusted);
+ *   a failed login 2;
  * - logout 2: the check → DEL (1 without a cookie);
  * - GET sessions 3: the check + the load → ZRANGE of the user's index → a load per session;
  * - DELETE sessions/:id 3: the check → the load → the owner-checked revoke + ZREM;
@@ -30,10 +34,10 @@ import { z } from 'zod';
 import type { AppEnv, SessionShape } from '../env.ts';
 import { AppError } from '../lib/errors.ts';
 import { hashPassword, needsRehash, verifyPassword, verifyUnknownUser } from '../lib/password.ts';
-import { authRateLimit } from '../lib/ratelimit.ts';
 import type { Session } from '../lib/session.ts';
 import { services } from '../services.ts';
 import { d1 } from './d1.ts';
+import { admitLogin, loginSucceeded } from './login-limits.ts';
 import { route, validate } from './openapi.ts';
 
 const Username = z
@@ -73,29 +77,6 @@ async function requireUser(session: Session<SessionShape>): Promise<string> {
   return userId;
 }
 
-// One middleware per env, like the app-wide ones (services are per env).
-const loginLimits = new WeakMap<Env, MiddlewareHandler<AppEnv>>();
-const loginLimit: MiddlewareHandler<AppEnv> = (c, next) => {
-  let m = loginLimits.get(c.env);
-  if (!m) {
-    m = authRateLimit({
-      limiter: services(c.env).loginLimiter,
-      // The body was validated before this runs, and Hono caches it, so reading it again is free
-      // and the username is known to be a short [A-Za-z0-9_.-] string.
-      key: [
-        'ip',
-        async (c) => {
-          const body: unknown = await c.req.json();
-          const name = typeof body === 'object' && body !== null ? (body as { username?: unknown }).username : undefined;
-          return { user: typeof name === 'string' ? name.toLowerCase() : undefined };
-        },
-      ],
-    }) as unknown as MiddlewareHandler<AppEnv>;
-    loginLimits.set(c.env, m);
-  }
-  return m(c, next);
-};
-
 /**
  * Starts loading the session now, so its read leaves in the same request to Redis as the login
  * limit check (the client batches a task's commands). `login()` awaits the same load; a failure is
@@ -128,16 +109,20 @@ auth.post('/register', validate('json', Register), async (c) => {
 
 route({
   method: 'post', path: '/auth/login', tags: ['auth'], summary: 'Log in',
-  description: 'Sets a new session cookie (the id is regenerated; the session\'s cart is kept). LOGIN_RATE_LIMIT tries per 15 minutes per IP + username, every try counted; fails closed.',
+  description: 'Sets a new session cookie (the id is regenerated; the session\'s cart is kept) and a device cookie. LOGIN_RATE_LIMIT failed tries per 15 minutes per IP + username (a success clears them), LOGIN_ACCOUNT_LIMIT failed tries per hour per username from devices that never logged in to it; fails closed.',
   body: Login,
-  responses: { 200: { description: 'Logged in', body: User }, 401: { description: 'Wrong username or password' }, 429: { description: 'Too many tries' } },
+  responses: { 200: { description: 'Logged in', body: User }, 401: { description: 'Wrong username or password' }, 429: { description: 'Too many failed tries (`failed` names the limit: `login` or `login-account`)' } },
 });
-auth.post('/login', validate('json', Login), preloadSession, loginLimit, async (c) => {
+auth.post('/login', validate('json', Login), preloadSession, async (c) => {
   const { username, password } = c.req.valid('json');
+  const { attempt, headers } = await admitLogin(c, username);
   const row = await d1(c.env.DB.prepare('SELECT id, username, password_hash FROM users WHERE username = ?1').bind(username).first<UserRow>(), 'account database');
   const ok = row ? await verifyPassword(password, row.password_hash) : await verifyUnknownUser(password);
-  if (!row || !ok) throw new AppError('unauthorized', { detail: 'Wrong username or password.' });
-  await c.get('session').login(String(row.id));
+  if (!row || !ok) throw new AppError('unauthorized', { detail: 'Wrong username or password.', headers }); // the attempt stays counted
+  const session = c.get('session');
+  await session.login(String(row.id));
+  // The new session and the attempt's success leave in one round trip.
+  await loginSucceeded(c, attempt, session.save());
   c.set('user', String(row.id));
   if (needsRehash(row.password_hash)) {
     // An older, cheaper hash: upgrade it now that the password is known. Off the response path.

@@ -77,7 +77,7 @@ describe('POST /auth/login', () => {
     expect((await call('/auth/sessions', { ip, sid: anon })).status).toBe(401);
   });
 
-  test('costs 3 round trips: the default limit, then login limit + session load, then the save', async () => {
+  test('costs 3 round trips: the default limit, then the login limits + session load, then the save with the limits\' success', async () => {
     const ip = freshIp();
     const u = await register(ip);
     // The same flow once first, so every script is in Redis's cache (a first EVALSHA answers
@@ -89,8 +89,9 @@ describe('POST /auth/login', () => {
     // Commands of each HTTP request to the gateway, sorted (issue order within a batch is not the point).
     expect(counted.trips.map((t) => [...t.commands].sort())).toEqual([
       ['evalsha'], // API_RATE_LIMIT per IP (sliding window), before any POST handler
-      ['evalsha', 'evalsha_ro'], // LOGIN_RATE_LIMIT per IP + username, and the session load, together
-      ['del', 'evalsha', 'pexpire', 'zadd', 'zremrangebyscore'], // the new session, the old one deleted, the user's index
+      ['evalsha', 'evalsha_ro'], // the login limits (per IP + username, per account), and the session load, together
+      // The new session, the old one deleted, the user's index, and the limits told of the success.
+      ['del', 'evalsha', 'evalsha', 'pexpire', 'zadd', 'zremrangebyscore'],
     ]);
     expect(counted.count).toBe(3);
     expect(counted.criticalPath).toBe(3);

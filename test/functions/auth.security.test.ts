@@ -1,5 +1,5 @@
 /**
- * /auth security: the login limit (every try counts, keyed by IP + username, 429 with Retry-After
+ * /auth security: the login limit (failed tries count, keyed by IP + username, 429 with Retry-After
  * even for the right password), session fixation, other users' sessions, CSRF, and what never
  * appears in an answer or in D1.
  */
@@ -27,10 +27,13 @@ describe('login rate limit (LOGIN_RATE_LIMIT per 15 min per IP + username)', () 
     expect(r.cookieLine).toBeUndefined();
   });
 
-  test('successful tries count too', async () => {
+  test('successful tries do not count (4 devices logging in leave every failed try), and a success clears the failures of its IP + username', async () => {
     const ip = freshIp();
     const u = await register(ip);
-    for (let i = 0; i < LIMIT; i++) await login(ip, u.username);
+    for (let i = 0; i < 4; i++) await login(ip, u.username);
+    for (let i = 0; i < LIMIT - 1; i++) expect((await attempt(ip, u.username, 'wrong password')).status).toBe(401);
+    await login(ip, u.username); // clears the LIMIT - 1 failures
+    for (let i = 0; i < LIMIT; i++) expect((await attempt(ip, u.username, 'wrong password')).status).toBe(401);
     expectProblem(await attempt(ip, u.username, PASSWORD), 429, 'rate_limited');
   });
 

@@ -1,0 +1,187 @@
+/**
+ * Login throttling the way OWASP describes it (Authentication Cheat Sheet; "Slow Down Online
+ * Guessing Attacks with Device Cookies"): failed attempts count, successes do not, and what slows a
+ * guesser down is a throttle, never a lock-out that anyone who knows a username can trigger.
+ *
+ * - Per source: at most `perSource.limit` FAILED attempts per `perSource.windowMs` for one
+ *   (account, source) pair, the source being the client's address or, for a trusted device, the
+ *   device. A success clears that pair's failures.
+ * - Per account: at most `perAccount.limit` failed attempts per `perAccount.windowMs` for the account
+ *   from all untrusted sources together, which is what stops distributed guessing (many addresses,
+ *   few tries each). It is a throttle (a sliding log: room frees as failures age) and it does not
+ *   apply to trusted devices: a device becomes trusted by a successful login to that account (its
+ *   device token, kept by the caller in a cookie, is remembered for `trustMs`). So an attacker who
+ *   fills the account's log slows only other untrusted sources, never the owner's known devices.
+ * - Concurrency: the check RESERVES one attempt in the same script (all or nothing), so N parallel
+ *   guesses cannot all pass a count of 0; a success gives the reservation back, a failure keeps it.
+ *
+ * Keys share the account's hash tag (one Cluster slot per account). Redis forgetting them resets the
+ * counts (an attacker gets a fresh budget) and the device trust (a known device is untrusted until
+ * its next success): what may be lost, never a lock-out. Failure policy: fail CLOSED; a Redis
+ * failure rejects with {@link LoginThrottleError} (503): an outage must not open the door.
+ *
+ * Round trips: `check` 1 (with a batching client, alongside the session load); `succeeded` 1
+ * (alongside the session save); `failed` 0.
+ *
+ * @example
+ * const throttle = createLoginThrottle({ redis, keys, perSource: { limit: 5, windowMs: 900_000 }, perAccount: { limit: 20, windowMs: 3_600_000 } });
+ * const gate = await throttle.check({ account: username.toLowerCase(), source: ip, device: getCookie(c, 'did') });
+ * if (!gate.allowed) return tooMany(gate.retryAfterMs);
+ * if (await passwordOk()) setCookie(c, 'did', await gate.attempt.succeeded(), { httpOnly: true });
+ */
+import { AppError } from './errors.ts';
+import type { KeySchema } from './keys.ts';
+import type { RedisCommands } from './redis.ts';
+import { runScript, type LuaScript } from './script.ts';
+
+/** The commands this module sends (scripts only). */
+export type LoginThrottleRedis = RedisCommands<'evalsha' | 'eval'>;
+
+export const SCRIPTS = {
+  // KEYS: address log, device log, account log, device trust. ARGV: nonce, source limit, source
+  // window ms, account limit, account window ms, device presented (1|0). A trusted device counts on
+  // its own log and not on the account's; anything else on the address's and the account's.
+  // Returns {allowed, trusted, which refused ('' | 'source' | 'account'), retry ms, source left, account left (-1: not counted)}.
+  check: {
+    src: `local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local trusted = ARGV[6] == '1' and redis.call('EXISTS', KEYS[4]) == 1
+local src = trusted and KEYS[2] or KEYS[1]
+local function room(key, limit, window)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local n = redis.call('ZCARD', key)
+  if n < limit then return limit - n, 0 end
+  local first = redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')
+  return 0, tonumber(first[2]) + window - now
+end
+local sLeft, sRetry = room(src, tonumber(ARGV[2]), tonumber(ARGV[3]))
+local aLeft, aRetry = 0, 0
+if not trusted then aLeft, aRetry = room(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[5])) end
+local tflag = trusted and 1 or 0
+if sLeft == 0 then return {0, tflag, 'source', sRetry, 0, aLeft} end
+if not trusted and aLeft == 0 then return {0, tflag, 'account', aRetry, sLeft, 0} end
+redis.call('ZADD', src, now, ARGV[1])
+redis.call('PEXPIRE', src, ARGV[3])
+if trusted then return {1, 1, '', 0, sLeft - 1, -1} end
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+return {1, 0, '', 0, sLeft - 1, aLeft - 1}`,
+    sha: '4e0eac738b183f69500b2eb3845e6b74935a0e5f',
+  },
+  // KEYS: as check. ARGV: nonce, trust ms. Clears the failures of the address and of the device,
+  // gives the account reservation back, and trusts the device.
+  succeeded: {
+    src: `redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
+return 1`,
+    sha: '1a70d57326ce64ba9d2152935fc19f8c5f369b5f',
+  },
+} as const satisfies Record<string, LuaScript>;
+
+/** Redis could not be reached: whether the attempt may go on is unknown, so it may not. */
+export class LoginThrottleError extends AppError {
+  override name = 'LoginThrottleError';
+  constructor(options: { cause: unknown }) {
+    super('unavailable', { detail: 'Logins cannot be checked right now; try again shortly.', headers: { 'retry-after': '1' }, cause: options.cause });
+  }
+}
+
+export interface ThrottleLimit {
+  limit: number;
+  windowMs: number;
+}
+
+export interface LoginThrottleOptions {
+  redis: LoginThrottleRedis;
+  keys: KeySchema;
+  /** Failed attempts per (account, address) or (account, trusted device). */
+  perSource: ThrottleLimit;
+  /** Failed attempts per account from all untrusted sources. */
+  perAccount: ThrottleLimit;
+  /** How long a device stays trusted after a successful login. @default 2_592_000_000 (30 days) */
+  trustMs?: number;
+}
+
+/** Who is trying: the account (e.g. the lower-cased username), the client address, the device token if any. */
+export interface Attempter {
+  account: string;
+  source: string;
+  /** The device token the client presented (the caller's cookie); anything else is ignored. */
+  device?: string | undefined;
+}
+
+/** An attempt that may go on. Report its outcome: a success must be reported, a failure may be. */
+export interface Attempt {
+  /** Whether the device presented was trusted for this account (it then has its own count and no account limit). */
+  readonly trusted: boolean;
+  /** Remaining failed attempts for this source after this one, and for the account (-1: not counted, trusted). */
+  readonly remaining: { source: number; account: number };
+  /** Clears this source's failures, returns the account's reservation, trusts the device; answers the device token to keep (new or the one presented). One round trip. */
+  succeeded(): Promise<string>;
+}
+
+export type Gate =
+  | { allowed: true; attempt: Attempt }
+  | { allowed: false; by: 'source' | 'account'; retryAfterMs: number; trusted: boolean };
+
+const DEVICE = /^[A-Za-z0-9_-]{43}$/;
+const enc = new TextEncoder();
+const b64url = (b: Uint8Array) => btoa(String.fromCharCode(...b)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+const sha256 = async (s: string) => b64url(new Uint8Array(await crypto.subtle.digest('SHA-256', enc.encode(s))));
+
+function checkLimit(name: string, l: ThrottleLimit): void {
+  if (!Number.isSafeInteger(l.limit) || l.limit < 1 || !Number.isSafeInteger(l.windowMs) || l.windowMs < 1) {
+    throw new RangeError(`login throttle: ${name} needs a whole limit ≥ 1 and windowMs ≥ 1`);
+  }
+}
+
+/**
+ * Builds the throttle. Does no I/O.
+ *
+ * @example
+ * const throttle = createLoginThrottle({ redis: services(env).redis, keys, perSource: { limit: 5, windowMs: 900_000 }, perAccount: { limit: 20, windowMs: 3_600_000 } });
+ */
+export function createLoginThrottle({ redis, keys, perSource, perAccount, trustMs = 2_592_000_000 }: LoginThrottleOptions) {
+  checkLimit('perSource', perSource);
+  checkLimit('perAccount', perAccount);
+  if (!Number.isSafeInteger(trustMs) || trustMs < 1) throw new RangeError('login throttle: trustMs must be whole ms ≥ 1');
+
+  const run = async <T>(script: (typeof SCRIPTS)[keyof typeof SCRIPTS], k: string[], args: (string | number)[]): Promise<T> => {
+    try {
+      return await runScript<T>(redis, script, k, args);
+    } catch (cause) {
+      throw new LoginThrottleError({ cause });
+    }
+  };
+
+  return {
+    /** Whether this attempt may go on; if so, it is counted as a failure until `succeeded()`. One round trip. */
+    async check({ account, source, device }: Attempter): Promise<Gate> {
+      if (!account || !source) throw new TypeError('login throttle: account and source are required');
+      const presented = device !== undefined && DEVICE.test(device) ? device : undefined;
+      const token = presented ?? b64url(crypto.getRandomValues(new Uint8Array(32)));
+      const deviceId = await sha256(token);
+      const k = [keys.slotted('login', account, 'src', source), keys.slotted('login', account, 'dev', deviceId), keys.slotted('login', account), keys.slotted('login', account, 'trust', deviceId)];
+      const nonce = b64url(crypto.getRandomValues(new Uint8Array(12)));
+      const [ok, trustedFlag, by, retryMs, sourceLeft, accountLeft] = await run<[number, number, string, number, number, number]>(
+        SCRIPTS.check, k, [nonce, perSource.limit, perSource.windowMs, perAccount.limit, perAccount.windowMs, presented ? 1 : 0],
+      );
+      const trusted = trustedFlag === 1;
+      if (ok !== 1) return { allowed: false, by: by === 'account' ? 'account' : 'source', retryAfterMs: Math.max(1, Number(retryMs)), trusted };
+      return {
+        allowed: true,
+        attempt: {
+          trusted,
+          remaining: { source: Number(sourceLeft), account: Number(accountLeft) },
+          async succeeded() {
+            await run(SCRIPTS.succeeded, k, [nonce, trustMs]);
+            return token;
+          },
+        },
+      };
+    },
+  };
+}
+
+export type LoginThrottle = ReturnType<typeof createLoginThrottle>;
