@@ -1,9 +1,13 @@
 /**
- * `npm run dev [-- <wrangler dev args>]`: the whole local stack in one command, no Docker.
+ * `npm run dev [-- --fresh] [-- <wrangler dev args>]`: the whole local stack in one command, no Docker.
  *
+ * 0. `--fresh` (ours, not passed to wrangler): deletes the local state folder (.wrangler/state, or
+ *    the `--persist-to` given), so D1 and Redis both start empty.
  * 1. D1: `wrangler d1 migrations apply DB --local` (schema + 1200 seeded products) into the local
  *    database under .wrangler/state, without a prompt; already applied migrations are skipped.
- * 2. Redis: `REDIS_URL` if set, else a throwaway redis-server on a free port (no persistence).
+ * 2. Redis: `REDIS_URL` if set, else a redis-server on a free port that keeps its data beside D1's,
+ *    in .wrangler/state/redis (append-only file, fsync every second; stopped with SIGTERM so it
+ *    writes what it has), so a restart of `npm run dev` finds both as it left them.
  * 3. The REST gateway, in this process, on `GATEWAY_PORT` (default 8079) with a random token per
  *    run unless `GATEWAY_TOKEN` is set. Admin commands are allowed unless
  *    `GATEWAY_ALLOW_ADMIN_COMMANDS=false`, so FLUSHDB & co. work against the throwaway Redis.
@@ -77,7 +81,13 @@ function writeSecretFile(file: string, secret: string): void {
 }
 
 // `npm run dev -- --x` strips the `--`; `node scripts/dev.ts -- --x` does not.
-const extraArgs = process.argv[2] === '--' ? process.argv.slice(3) : process.argv.slice(2);
+const allArgs = process.argv[2] === '--' ? process.argv.slice(3) : process.argv.slice(2);
+/** `--fresh` is ours: start D1 and Redis empty. Everything else goes to wrangler. */
+const fresh = allArgs.includes('--fresh');
+const extraArgs = allArgs.filter((a) => a !== '--fresh');
+/** Where wrangler keeps local state (D1), and where our Redis keeps its data. */
+const stateDir = path.resolve(root, flagValue(extraArgs, '--persist-to') ?? path.join('.wrangler', 'state'));
+const redisDir = path.join(stateDir, 'redis');
 // Extra args win: when the user sets --ip or --port ours are left out, and the URL we print and poll follows theirs.
 const ip = flagValue(extraArgs, '--ip') ?? '127.0.0.1';
 const port = flagValue(extraArgs, '--port') ?? '8787';
@@ -100,7 +110,7 @@ async function stopServices(): Promise<void> {
     gateway = undefined;
   }
   if (redisServer) {
-    say('stopping redis-server');
+    say('stopping redis-server (it writes its data out first)');
     await redisServer.stop().catch((err: unknown) => say(`redis-server did not stop cleanly: ${String(err)}`));
     redisServer = undefined;
   }
@@ -234,6 +244,10 @@ async function applyMigrations(): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  if (fresh) {
+    say(`--fresh: deleting ${path.relative(process.cwd(), stateDir) || stateDir} (the local D1 database and Redis data)`);
+    rmSync(stateDir, { recursive: true, force: true });
+  }
   await applyMigrations();
   if (stopping) return;
 
@@ -241,8 +255,9 @@ async function main(): Promise<void> {
   if (redisUrl) {
     say(`using Redis from REDIS_URL: ${redactUrl(redisUrl)}`);
   } else {
-    say('REDIS_URL is not set: starting redis-server on a free port (no persistence)');
-    const pending = startRedisServer();
+    const where = path.relative(process.cwd(), redisDir) || redisDir;
+    say(`REDIS_URL is not set: starting redis-server on a free port, its data kept in ${where} (npm run dev -- --fresh starts it empty)`);
+    const pending = startRedisServer({ dir: redisDir });
     starting = pending;
     redisServer = await pending;
     redisUrl = redisServer.url;

@@ -437,6 +437,7 @@ class RequestSession implements Session {
   private cookie(value: string, maxAge: number) {
     const { name, ...attrs } = this.o.cookie;
     setCookie(this.c, name, value, { ...attrs, maxAge });
+    this.clear = false;
   }
 }
 

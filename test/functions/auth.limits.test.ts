@@ -24,6 +24,9 @@ describe('the device cookie', () => {
     expect(didOf(bad)).toBeUndefined();
     const ok = await attempt(ip, u.username, PASSWORD);
     expect(ok.status, ok.text).toBe(200);
+    // One sid cookie, the new session's (a browser keeps the last Set-Cookie of a name).
+    expect(ok.res.headers.getSetCookie().filter((l) => l.startsWith('sid=')), ok.cookieLine).toHaveLength(1);
+    expect(ok.cookieLine).toMatch(/^sid=[A-Za-z0-9_-]{43}; Max-Age=\d+/);
     const line = didOf(ok)!;
     expect(line).toMatch(/^did=[A-Za-z0-9_-]{43};/);
     expect(line).toMatch(/HttpOnly/i);

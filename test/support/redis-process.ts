@@ -1,9 +1,12 @@
 /**
- * Private redis-server processes for tests (Node only: globalSetup and the gateway suite).
- * Each one listens on 127.0.0.1 on a free port, keeps nothing on disk, and is killed when the test
- * process exits, so a crashed run leaves no server behind. The shared Redis on 6379 is never used.
+ * Private redis-server processes for tests (Node only: globalSetup and the gateway suite) and for
+ * `npm run dev`. Each one listens on 127.0.0.1 on a free port and is killed when the process that
+ * started it exits, so a crashed run leaves no server behind. The shared Redis on 6379 is never used.
+ * By default a server keeps nothing on disk; with `dir` it keeps its data there (append-only file,
+ * fsync every second) and is stopped with SIGTERM, so it writes what it has before it exits.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import { connect, createServer, Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -14,7 +17,7 @@ export interface RedisProcess {
   port: number;
   /** Kills the server and waits for it to exit. Idempotent. */
   stop(): Promise<void>;
-  /** Stops the server, then starts a fresh, empty one on the same port (for outage tests). */
+  /** Stops the server, then starts it again on the same port: empty, unless it keeps a `dir`. */
   restart(): Promise<void>;
 }
 
@@ -82,10 +85,11 @@ interface Spawned {
 }
 
 /** Keeps the last lines redis-server printed, for the error message when it fails to start. */
-function spawnRedis(port: number, output: string[]): Spawned {
+function spawnRedis(port: number, output: string[], dir: string | undefined): Spawned {
+  const storage = dir === undefined ? ['--save', '', '--appendonly', 'no'] : ['--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'everysec'];
   const child = spawn(
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'warning'],
+    ['--port', String(port), '--bind', '127.0.0.1', ...storage, '--daemonize', 'no', '--loglevel', 'warning'],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const keep = (chunk: Buffer) => {
@@ -122,9 +126,17 @@ async function waitUntilUp(port: number, spawned: Spawned, ms: number): Promise<
   return false;
 }
 
-async function kill(spawned: Spawned): Promise<void> {
+/** SIGKILL, or with `graceful` SIGTERM first (a server with a `dir` then writes its data out) and SIGKILL after 10 s. */
+async function kill(spawned: Spawned, graceful = false): Promise<void> {
   if (spawned.child.exitCode !== null || spawned.child.signalCode !== null) return;
   spawned.child.ref(); // keep the process alive until the exit event arrives
+  if (graceful) {
+    spawned.child.kill('SIGTERM');
+    const timer = setTimeout(() => spawned.child.kill('SIGKILL'), 10_000);
+    await spawned.exited;
+    clearTimeout(timer);
+    return;
+  }
   spawned.child.kill('SIGKILL');
   await spawned.exited;
 }
@@ -143,11 +155,12 @@ function track(child: ChildProcess): void {
   }
 }
 
-async function startOn(port: number): Promise<Spawned | string> {
+async function startOn(port: number, dir: string | undefined): Promise<Spawned | string> {
   const output: string[] = [];
-  const spawned = spawnRedis(port, output);
+  const spawned = spawnRedis(port, output, dir);
   track(spawned.child);
-  if (await waitUntilUp(port, spawned, 10_000)) return spawned;
+  // Loading a large append-only file takes a while; an empty server is up at once.
+  if (await waitUntilUp(port, spawned, dir === undefined ? 10_000 : 120_000)) return spawned;
   await kill(spawned);
   return output.join('\n') || 'no output';
 }
@@ -156,11 +169,14 @@ async function startOn(port: number): Promise<Spawned | string> {
  * Starts a private redis-server on a free port and resolves once it answers PING.
  * Throws {@link RedisServerNotFoundError} at once when redis-server is not installed.
  *
+ * @param options.dir keep the data in this folder (created if missing) across restarts and runs
  * @example
  * const redis = await startRedisServer();
  * try { … redis.url … ; await redis.restart(); } finally { await redis.stop(); }
  */
-export async function startRedisServer(): Promise<RedisProcess> {
+export async function startRedisServer(options: { dir?: string } = {}): Promise<RedisProcess> {
+  const { dir } = options;
+  if (dir !== undefined) mkdirSync(dir, { recursive: true });
   assertRedisServerOnPath();
   let port = 0;
   let current: Spawned | undefined;
@@ -168,7 +184,7 @@ export async function startRedisServer(): Promise<RedisProcess> {
   // A port probed free can be taken before redis-server binds it: try a few.
   for (let attempt = 0; attempt < 3 && !current; attempt++) {
     port = await freePort();
-    const started = await startOn(port);
+    const started = await startOn(port, dir);
     if (typeof started === 'string') lastOutput = started;
     else current = started;
   }
@@ -178,7 +194,7 @@ export async function startRedisServer(): Promise<RedisProcess> {
   const stop = async () => {
     const s = server;
     server = undefined;
-    if (s) await kill(s);
+    if (s) await kill(s, dir !== undefined);
   };
   return {
     url: `redis://127.0.0.1:${port}`,
@@ -188,7 +204,7 @@ export async function startRedisServer(): Promise<RedisProcess> {
       await stop();
       // The old socket is closed once the process has exited, and redis-server sets SO_REUSEADDR,
       // so the same port binds again at once.
-      const started = await startOn(port);
+      const started = await startOn(port, dir);
       if (typeof started === 'string') throw new Error(`redis-server did not restart on port ${port}; its last output:\n${started}`);
       server = started;
     },
