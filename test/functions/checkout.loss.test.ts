@@ -42,6 +42,8 @@ async function sell(p: number, times: number): Promise<void> {
   }
 }
 
+/** Units of `p` on the best-sellers board (0 when Redis lost them). */
+const boardOf = async (p: number) => Number((await lab.client.zscore(`${shop.REDIS_KEY_APP}:${shop.APP_ENV}:leaderboard:best-sellers`, String(p))) ?? 0);
 const fenceOf = async (p: number) => (await shop.DB.prepare('SELECT fence FROM products WHERE id = ?1').bind(p).first<{ fence: number }>())!.fence;
 
 describe('the fence counter forgotten (the README walk-through after a restart)', () => {
@@ -162,7 +164,7 @@ async function ordersOfCart(id: string): Promise<string[]> {
 }
 
 describe('each key of a checkout deleted alone, between an order and its retry', () => {
-  it('session, idempotency record, locks, fences: the retry with the same key is the same order; a new cart is a new order at its first try', async () => {
+  it('session, idempotency record, locks, fences, board, cache: the retry with the same key is the same order; a new cart is a new order at its first try; the board never above D1', async () => {
     const kinds = ['sess', 'idem', 'lock', 'leaderboard', 'cache'] as const;
     for (const kind of kinds) {
       const p = await createProduct(shop, { stock: 10 });
@@ -182,6 +184,8 @@ describe('each key of a checkout deleted alone, between an order and its retry',
       expect(fresh.status, `${kind}: ${fresh.text}`).toBe(201);
       expect(await ordersOf(shop, p), kind).toHaveLength(2);
       expect(await stockOf(shop, p), kind).toBe(7);
+      expect(await boardOf(p), kind).toBeLessThanOrEqual(3); // the best-sellers board never above D1's 3 sold
+
     }
   });
 });
@@ -217,5 +221,6 @@ describe('a random share of all keys deleted again and again while checkouts run
     for (const id of placed) expect(orders.map((o) => o.id)).toContain(id);
     // A shopper whose session the chaos deleted lost the cart (422): allowed loss, never an order.
     expect(orders.length).toBeLessThanOrEqual(8);
+    expect(await boardOf(p)).toBeLessThanOrEqual(orders.length);
   });
 });
