@@ -9,6 +9,7 @@ import { decrementStatement, orderStatements } from '../../src/functions/orders.
 import worker from '../../src/index.ts';
 import { fingerprint } from '../../src/lib/idempotency.ts';
 import { services } from '../../src/services.ts';
+import { failingRequests } from '../support/faults.ts';
 import {
   call, checkout, createProduct, eventually, expectProblem, freshIp, keysOf, ordersOf, ownEnv, redis, sessionState, sleep, stockOf, withCart,
 } from './checkout.support.ts';
@@ -291,19 +292,12 @@ describe('Redis failures', () => {
     const k = key();
     const errors = vi.spyOn(console, 'error').mockImplementation(() => undefined);
     // A network fault on exactly the request that carries the ZINCRBY (the after-commit writes).
-    const original = globalThis.fetch;
-    globalThis.fetch = (async (input: RequestInfo | URL, init?: RequestInit) => {
-      if (typeof init?.body === 'string' && init.body.includes('"zincrby"')) throw new TypeError('Network connection lost.');
-      return original(input, init);
-    }) as typeof fetch;
-    let r;
-    try {
+    const r = await failingRequests((body) => body.includes('"zincrby"'), async () => {
       const ctx = createExecutionContext();
-      r = await worker.fetch(new Request('http://shop.test/checkout', { method: 'POST', headers: { cookie: `sid=${sid}`, 'idempotency-key': k, 'cf-connecting-ip': ip } }), shop, ctx);
+      const res = await worker.fetch(new Request('http://shop.test/checkout', { method: 'POST', headers: { cookie: `sid=${sid}`, 'idempotency-key': k, 'cf-connecting-ip': ip } }), shop, ctx);
       await waitOnExecutionContext(ctx);
-    } finally {
-      globalThis.fetch = original;
-    }
+      return res;
+    });
     const text = await r.text();
     expect(r.status, text).toBe(201);
     expect(await stockOf(shop, p)).toBe(9);

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { services } from '../../src/services.ts';
-import { privateRedis, envOn, type PrivateRedis } from '../support/faults.ts';
+import { envOn, failingRequests, privateRedis, type PrivateRedis } from '../support/faults.ts';
 import { countTrips } from '../support/round-trips.ts';
 import { call, checkout, createProduct, freshIp, ordersOf, sessionState, stockOf, withCart, type Answer } from './checkout.support.ts';
 
@@ -101,17 +101,7 @@ describe('Redis failing after the D1 commit', () => {
     const ip = freshIp();
     const sid = await cartVia(shop, ip, { [p]: 3 });
     const errors = vi.spyOn(console, 'error').mockImplementation(() => undefined);
-    const original = globalThis.fetch;
-    globalThis.fetch = (async (input: RequestInfo | URL, init?: RequestInit) => {
-      if (typeof init?.body === 'string' && init.body.includes('"zincrby"')) throw new TypeError('Network connection lost.');
-      return original(input, init);
-    }) as typeof fetch;
-    let first: Answer;
-    try {
-      first = await checkout(shop, sid, key(), ip);
-    } finally {
-      globalThis.fetch = original;
-    }
+    const first = await failingRequests((body) => body.includes('"zincrby"'), () => checkout(shop, sid, key(), ip));
     expect(first.status, first.text).toBe(201);
     expect(errors.mock.calls.map((c) => String(c[0])).join('\n')).toMatch(/placed, but after-commit steps failed.*session/);
     errors.mockRestore();

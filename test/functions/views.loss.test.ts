@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { SCRIPTS } from '../../src/lib/writebehind.ts';
-import { envOn, privateRedis, type PrivateRedis } from '../support/faults.ts';
+import { envOn, failingRequests, privateRedis, type PrivateRedis } from '../support/faults.ts';
 import { call, createProduct, prefixOf, runCron } from './products.support.ts';
 
 let lab: PrivateRedis;
@@ -30,16 +30,10 @@ async function view(id: number, times: number) {
 
 /** The cron with its acks failing on the wire: the D1 commit happened, Redis never heard of it. */
 async function cronWithoutAcks(): Promise<void> {
-  const original = globalThis.fetch;
-  globalThis.fetch = (async (input: RequestInfo | URL, init?: RequestInit) => {
-    if (typeof init?.body === 'string' && (init.body.includes(SCRIPTS.ack.sha) || init.body.includes('XACK'))) throw new TypeError('Network connection lost.');
-    return original(input, init);
-  }) as typeof fetch;
   const errors = vi.spyOn(console, 'error').mockImplementation(() => undefined);
   try {
-    await runCron(e).catch(() => undefined);
+    await failingRequests((body) => body.includes(SCRIPTS.ack.sha) || body.includes('XACK'), () => runCron(e).catch(() => undefined));
   } finally {
-    globalThis.fetch = original;
     errors.mockRestore();
   }
 }

@@ -89,3 +89,21 @@ export async function privateRedis(): Promise<PrivateRedis> {
 export function envOn(redis: PrivateRedis, overrides: Partial<Env> = {}): Env {
   return { ...env, ...redis.bindings, REDIS_KEY_APP: `f${crypto.randomUUID().slice(0, 8)}`, ...overrides };
 }
+
+/**
+ * Runs `fn` while every request whose body `carries` (a command name, a script's SHA) fails on the
+ * wire, as a network fault on exactly that round trip would: the commands in it may not have run.
+ * @example await failingRequests((body) => body.includes('"zincrby"'), () => checkout(shop, sid, key, ip));
+ */
+export async function failingRequests<T>(carries: (body: string) => boolean, fn: () => Promise<T>): Promise<T> {
+  const original = globalThis.fetch;
+  globalThis.fetch = (async (input: RequestInfo | URL, init?: RequestInit) => {
+    if (typeof init?.body === 'string' && carries(init.body)) throw new TypeError('Network connection lost.');
+    return original(input, init);
+  }) as typeof fetch;
+  try {
+    return await fn();
+  } finally {
+    globalThis.fetch = original;
+  }
+}
