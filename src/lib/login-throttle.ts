@@ -21,7 +21,10 @@
  * failure rejects with {@link LoginThrottleError} (503): an outage must not open the door.
  *
  * Round trips: `check` 1 (with a batching client, alongside the session load); `succeeded` 1
- * (alongside the session save); `failed` 0.
+ * (alongside the session save); a failed attempt 0 (its reservation simply stays).
+ *
+ * Hand-written on purpose: `@upstash/ratelimit` (and ./ratelimit.ts) count every call, and can neither
+ * give a success back nor choose the counter by device trust in the same atomic step.
  *
  * @example
  * const throttle = createLoginThrottle({ redis, keys, perSource: { limit: 5, windowMs: 900_000 }, perAccount: { limit: 20, windowMs: 3_600_000 } });

@@ -154,7 +154,7 @@ async function ordersOfCart(id: string): Promise<string[]> {
 }
 
 describe('each key of a checkout deleted alone, between an order and its retry', () => {
-  it('session, idempotency record, locks, fences, board, cache: the retry with the same key is the same order; a new cart is a new order at its first try; the board never above D1', async () => {
+  it('session, idempotency record, locks, fences, board, cache: the retry with the same key is the same order; a new cart is a new order at its first try; the board never above D1', { timeout: 60_000 }, async () => {
     const kinds = ['sess', 'idem', 'lock', 'leaderboard', 'cache'] as const;
     for (const kind of kinds) {
       const p = await createProduct(shop, { stock: 10 });
@@ -181,7 +181,7 @@ describe('each key of a checkout deleted alone, between an order and its retry',
 });
 
 describe('a random share of all keys deleted again and again while checkouts run', () => {
-  it('12 shoppers retrying on 409/503 with their key: stock = initial − D1 orders, never below 0; one order per shopper at most; every 201 is in D1', async () => {
+  it('12 shoppers retrying on 409/503 with their key: stock = initial − D1 orders, never below 0; one order per shopper at most; every 201 is in D1', { timeout: 60_000 }, async () => {
     const p = await createProduct(shop, { stock: 8 });
     const shoppers = await Promise.all(Array.from({ length: 12 }, async () => {
       const ip = freshIp();

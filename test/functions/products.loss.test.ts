@@ -40,7 +40,7 @@ const patch = async (id: number, price: number) => {
 };
 
 describe('after an acknowledged PATCH, never the price from before it', () => {
-  it('a random half of the keys deleted after each PATCH, 40 rounds: the product and its list page show the new price', async () => {
+  it('a random half of the keys deleted after each PATCH, 40 rounds: the product and its list page show the new price', { timeout: 60_000 }, async () => {
     const p = await createProduct(e, { category: 'sports', price: 1 });
     for (let round = 0; round < 40; round++) {
       await product(p.id);
@@ -53,7 +53,7 @@ describe('after an acknowledged PATCH, never the price from before it', () => {
     }
   });
 
-  it('each cache key deleted alone after the PATCH (entry, tombstone, tag version): the new price', async () => {
+  it('each cache key deleted alone after the PATCH (entry, tombstone, tag version): the new price', { timeout: 60_000 }, async () => {
     const p = await createProduct(e, { category: 'sports', price: 1 });
     const cacheKeys = async () => (await lab.keys(`${prefixOf(e)}:cache:*`)).filter((k) => k.includes(`{product:${p.id}}`) || k.includes(':tag:') || k.includes('{products:sports'));
     await product(p.id);
@@ -84,7 +84,7 @@ describe('after an acknowledged PATCH, never the price from before it', () => {
     expect((await listed(p.id)).price).toBe(302);
   });
 
-  it('a random share of the keys deleted again and again while reads and PATCHes run: no read started after a PATCH was acknowledged shows an older price', async () => {
+  it('a random share of the keys deleted again and again while reads and PATCHes run: no read started after a PATCH was acknowledged shows an older price', { timeout: 60_000 }, async () => {
     const p = await createProduct(e, { category: 'sports', price: 1 });
     let acked = 1;
     let running = true;

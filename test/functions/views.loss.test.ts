@@ -39,7 +39,7 @@ async function cronWithoutAcks(): Promise<void> {
 }
 
 describe('the issue: D1 holds 60 views, Redis restarted empty', () => {
-  it('GET /products/:id/views answers 60, not 0', async () => {
+  it('GET /products/:id/views answers 60, not 0', { timeout: 60_000 }, async () => {
     const p = await createProduct(e);
     await view(p.id, 60);
     await runCron(e);
@@ -120,7 +120,7 @@ describe('flushed, restarted in the middle of a flush, evicted at random', () =>
     expect(await views(p.id)).toBe(5);
   });
 
-  it('a random share of the keys deleted again and again while views, crons and reads run: every read between D1 and what happened', async () => {
+  it('a random share of the keys deleted again and again while views, crons and reads run: every read between D1 and what happened', { timeout: 60_000 }, async () => {
     const p = await createProduct(e);
     let happened = 0;
     let running = true;

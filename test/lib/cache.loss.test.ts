@@ -162,7 +162,7 @@ function store() {
 }
 
 describe('a random share of every key deleted again and again while readers and writers run', () => {
-  it('no read that starts after an acknowledged invalidation serves an older value (getOrLoad with SWR, getMany, 4 isolates)', async () => {
+  it('no read that starts after an acknowledged invalidation serves an older value (getOrLoad with SWR, getMany, 4 isolates)', { timeout: 60_000 }, async () => {
     const keys: KeySchema = keySchema({ app: 't' + crypto.randomUUID().slice(0, 8), env: 'test' });
     const caches: Cache[] = Array.from({ length: 4 }, () => createCache({ redis: client(), keys, onError: () => undefined, defaults: { jitter: 0, waitMs: 200 } }));
     const db = store();

@@ -133,7 +133,7 @@ describe('Redis forgets the lock state', () => {
     expect(await fencedWrite(locks, store, 'w')).toEqual({ ok: true, tries: 2 });
   });
 
-  it('a random half of the keys deleted again and again while 3 writers contend: every write lands within 5 tries, the store only ever goes up', async () => {
+  it('a random half of the keys deleted again and again while 3 writers contend: every write lands within 5 tries, the store only ever goes up', { timeout: 60_000 }, async () => {
     const { locks } = setup();
     const store = fencedStore();
     const accepted: number[] = [];

@@ -163,7 +163,7 @@ describe('when Redis forgets (private Redis)', () => {
     expect(allowed(await t.check({ account: 'max', source: 'ip', device })).trusted).toBe(true);
   });
 
-  it('a random share of the keys deleted again and again while the owner logs in 40 times: never refused, successes never counted', async () => {
+  it('a random share of the keys deleted again and again while the owner logs in 40 times: never refused, successes never counted', { timeout: 60_000 }, async () => {
     const t = setup(client, 3, 5);
     let device: string | undefined;
     const stop = await lab.chaos(0.5, 10);

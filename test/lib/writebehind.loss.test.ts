@@ -134,7 +134,7 @@ describe('flushed, restarted, evicted at random', () => {
     expect(store.count('b')).toBe(6);
   });
 
-  it('a random share of every key deleted again and again while enqueues, drains and reads run: every read between the store and what was enqueued', async () => {
+  it('a random share of every key deleted again and again while enqueues, drains and reads run: every read between the store and what was enqueued', { timeout: 60_000 }, async () => {
     const { q } = setup();
     const store = memoryStore();
     let enqueued = 0;
