@@ -201,4 +201,38 @@ describe('a random share of every key deleted again and again while readers and 
     expect(violations).toEqual([]);
     expect(db.now).toBe(30);
   });
+
+  it('maxmemory with allkeys-random: Redis evicting as entries pile up never serves a value from before an acknowledged invalidation', { timeout: 60_000 }, async () => {
+    const keys: KeySchema = keySchema({ app: 't' + crypto.randomUUID().slice(0, 8), env: 'test' });
+    const cache = createCache({ redis: client(), keys, onError: () => undefined, defaults: { jitter: 0 } });
+    const other = createCache({ redis: client(), keys, onError: () => undefined, defaults: { jitter: 0 } });
+    const db = store();
+    const evicted = async () => Number(/evicted_keys:(\d+)/.exec(String(await lab.client.exec(['INFO', 'stats'])))?.[1] ?? 0);
+    const before = await evicted();
+    const stale: string[] = [];
+    const filler = 'x'.repeat(20_000);
+    const opts = { tags: ['products'], ttl: 60_000, staleTtl: 60_000 };
+    await lab.flushall();
+    // A cap just above what Redis uses now: every few writes evict a random key, the cache's own too.
+    const used = Number(/used_memory:(\d+)/.exec(String(await lab.client.exec(['INFO', 'memory'])))?.[1]);
+    await lab.maxmemory(used + 400_000, 'allkeys-random');
+    try {
+      for (let round = 0; round < 120; round++) {
+        await cache.getOrLoad('product:1', db.read, opts);
+        await other.getOrLoad('page:1', db.read, opts);
+        const v = db.write();
+        await Promise.all([cache.invalidate('product:1'), cache.invalidateTag('products')]);
+        // Writes after the acknowledged invalidation: Redis evicts random keys to make room, ours included.
+        await Promise.all(Array.from({ length: 3 }, (_, i) => cache.set(`fill:${round}:${i}`, filler)));
+        for (const [c, k] of [[other, 'product:1'], [cache, 'page:1']] as const) {
+          const r = await c.getOrLoad(k, db.read, opts);
+          if (r.value < v) stale.push(`${k} ${r.value} < ${v} (${r.status}/${r.reason}) in round ${round}`);
+        }
+      }
+    } finally {
+      await lab.maxmemory(0);
+    }
+    expect(stale).toEqual([]);
+    expect(await evicted()).toBeGreaterThan(before);
+  });
 });
