@@ -7,6 +7,7 @@
  * Everything listens on 127.0.0.1 on ports the OS picks; the shared Redis on 6379 is never touched.
  */
 import { randomBytes } from 'node:crypto';
+import { createServer, type AddressInfo } from 'node:net';
 import type { TestProject } from 'vitest/node';
 import { loadConfig } from '../gateway/config.ts';
 import { startGateway, type RunningGateway } from '../gateway/server.ts';
@@ -87,7 +88,16 @@ export default async function setup(project: TestProject): Promise<() => Promise
     project.provide('gatewayToken', token);
     project.provide('slowGatewayUrl', slow.url);
     project.provide('downGatewayUrl', down.url);
-    project.provide('closedUrl', `http://127.0.0.1:${await freePort()}`);
+    // Every connection reset at once: a network error on every request, like a port where nothing
+    // listens, but on a port held for the whole run (a probed free port could be taken meanwhile by
+    // a gateway or redis-server that a test starts, the fault lab's above all).
+    const refuser = createServer((socket) => socket.resetAndDestroy());
+    await new Promise<void>((resolve, reject) => {
+      refuser.once('error', reject);
+      refuser.listen({ host: '127.0.0.1', port: 0 }, () => resolve());
+    });
+    cleanups.push(() => new Promise<void>((resolve) => refuser.close(() => resolve())));
+    project.provide('closedUrl', `http://127.0.0.1:${(refuser.address() as AddressInfo).port}`);
 
     const lab = await startFaultLab();
     cleanups.push(lab.close);

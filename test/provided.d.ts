@@ -16,7 +16,7 @@ declare module 'vitest' {
     slowGatewayUrl: string;
     /** A real gateway whose Redis process has been stopped: it answers 503. */
     downGatewayUrl: string;
-    /** `http://127.0.0.1:<port>` where nothing listens: every request is a network error. */
+    /** `http://127.0.0.1:<port>` where every connection is reset at once: every request is a network error. */
     closedUrl: string;
     /** The fault lab (test/support/fault-lab.ts): private Redis + gateway pairs to break for real. */
     faultLabUrl: string;
