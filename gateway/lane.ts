@@ -83,10 +83,6 @@ export class Lane {
     return this.#shared;
   }
 
-  get ready(): boolean {
-    return this.#shared.status === 'ready';
-  }
-
   #openShared(): Client {
     const client = connect(this.#o.url, {}, this.#o.identity);
     client.on('ready', () => {

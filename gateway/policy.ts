@@ -232,18 +232,3 @@ export function compilePolicy(table: CommandTable, token: TokenPolicy, o: Policy
 export function asciiUpper(s: string): string {
   return s.replace(/[a-z]+/g, (m) => m.toUpperCase());
 }
-
-/** Every leaf command of `table` denied by default, for the README. */
-export function defaultDenied(table: CommandTable): { flagged: string[]; hand: string[] } {
-  const flagged: string[] = [];
-  const hand = new Set<string>();
-  for (const top of table.commands.values()) {
-    for (const e of top.subcommands ? top.subcommands.values() : [top]) {
-      const parent = top.subcommands ? top.name : undefined;
-      if (isAdminFlagged(e) && !PASS_DANGEROUS.has(e.name)) flagged.push(e.name);
-      else if (deniedByDefault(e, parent)) hand.add(parent !== undefined && ALSO_DENIED.has(parent) ? parent : e.name);
-    }
-  }
-  return { flagged: flagged.sort(), hand: [...hand].sort() };
-}
-

@@ -92,10 +92,6 @@ export class Upstream {
     return this.#up;
   }
 
-  get table(): CommandTable | undefined {
-    return this.#table;
-  }
-
   #setUp(up: boolean, detail: string): void {
     if (up === this.#up || this.#closing) return;
     this.#up = up;

@@ -5,7 +5,7 @@
  * Every test has a private redis-server it may freeze.
  */
 import type { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { startRedisServer, type RedisProcess } from '../support/redis-process.ts';
 import { eventually, errorOf, openSse, post, privateGateway, show, type PrivateGateway } from './helpers.ts';
 import { BUSY_1S, clientList, direct, infoField, sleep } from './processes.ts';
@@ -18,14 +18,13 @@ beforeEach(async () => {
   redis = await startRedisServer();
   look = direct(redis.url);
 });
+// Redis first: a test that failed may have left it frozen, and a frozen Redis must not outlive
+// the run (nor hold up the gateway's shutdown).
 afterEach(async () => {
-  await gw?.close();
-  gw = undefined;
   look.disconnect();
   await redis.stop();
-});
-afterAll(async () => {
   await gw?.close();
+  gw = undefined;
 });
 
 /** PING straight to Redis, given up after `ms`: "PONG", an error text, or "no answer". */
