@@ -188,13 +188,14 @@ function commandList(value: unknown, where: string): string[] | undefined {
   return value.map((v) => v.trim().toUpperCase().replace(/\s+/g, ' '));
 }
 
-function redisUser(name: unknown, password: unknown, where: string): { redisUser?: { name: string; password?: string } } {
+/** An operator-managed Redis user; `names` are how the user and password fields are called where they came from. */
+function redisUser(name: unknown, password: unknown, names: { user: string; password: string }): { redisUser?: { name: string; password?: string } } {
   if (name === undefined) {
-    if (password !== undefined) throw new ConfigError(`${where}: redisPassword needs a redisUser`);
+    if (password !== undefined) throw new ConfigError(`${names.password} needs ${names.user}`);
     return {};
   }
-  if (typeof name !== 'string' || name === '' || /\s/.test(name)) throw new ConfigError(`${where}.redisUser must be a Redis user name (no whitespace)`);
-  if (password !== undefined && typeof password !== 'string') throw new ConfigError(`${where}.redisPassword must be a string`);
+  if (typeof name !== 'string' || name === '' || /\s/.test(name)) throw new ConfigError(`${names.user} must be a Redis user name (no whitespace)`);
+  if (password !== undefined && typeof password !== 'string') throw new ConfigError(`${names.password} must be a string`);
   return { redisUser: { name, ...(password !== undefined ? { password } : {}) } };
 }
 
@@ -236,7 +237,7 @@ export function parseTokensFile(text: string, file: string, defaultRedisUrl: str
         readonly,
         ...(allow ? { allow } : {}),
         ...(deny ? { deny } : {}),
-        ...redisUser(entry['redisUser'], entry['redisPassword'], where),
+        ...redisUser(entry['redisUser'], entry['redisPassword'], { user: `${where}.redisUser`, password: `${where}.redisPassword` }),
       });
     });
   } else {
@@ -264,7 +265,7 @@ export function loadConfig(env: Env): GatewayConfig {
   const tokens: TokenPolicy[] = [];
   const single = pick(env, 'GATEWAY_TOKEN', 'SRH_TOKEN');
   if (single) {
-    const user = redisUser(pick(env, 'GATEWAY_REDIS_USER')?.value, pick(env, 'GATEWAY_REDIS_PASSWORD')?.value, 'GATEWAY_REDIS_USER');
+    const user = redisUser(pick(env, 'GATEWAY_REDIS_USER')?.value, pick(env, 'GATEWAY_REDIS_PASSWORD')?.value, { user: 'GATEWAY_REDIS_USER', password: 'GATEWAY_REDIS_PASSWORD' });
     tokens.push({ name: 'default', token: checkToken(single.value, single.name), redisUrl, readonly: false, ...user });
   }
 

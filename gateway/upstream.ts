@@ -134,6 +134,8 @@ export class Upstream {
     const runtimes = new Map<TokenPolicy, TokenRuntime>();
     const used = new Set<string>();
     const noAcl: string[] = [];
+    // Tokens with the same policy share one user: set it up once per build.
+    const ensured = new Map<string, Promise<boolean>>();
     const options = { allowAdminCommands: this.#o.allowAdminCommands, db: this.#db, ...(isCluster(this.url) ? { connectionRules: CLUSTER_RULES } : {}) };
     for (const token of this.#o.tokens) {
       let policy: CompiledPolicy;
@@ -148,7 +150,8 @@ export class Upstream {
       } else {
         policy = compilePolicy(table, token, options, 'acl');
         const name = aclUserName(policy.aclRules ?? []);
-        if (await this.#o.acl.ensure(client, name, policy.aclRules ?? [])) {
+        if (!ensured.has(name)) ensured.set(name, this.#o.acl.ensure(client, name, policy.aclRules ?? []));
+        if (await ensured.get(name)) {
           laneName = name;
           identity = { username: name, password: this.#o.acl.password };
         } else {

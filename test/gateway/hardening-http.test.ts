@@ -176,7 +176,7 @@ describe('socket limits', () => {
     expect(message({ GATEWAY_IDLE_TIMEOUT_MS: '0' })).toBe('GATEWAY_IDLE_TIMEOUT_MS must be between 100 and 3600000, got 0');
     expect(message({ GATEWAY_HEADERS_TIMEOUT_MS: '5000', GATEWAY_BODY_TIMEOUT_MS: '1000' }))
       .toBe('GATEWAY_HEADERS_TIMEOUT_MS (5000) must not be longer than GATEWAY_BODY_TIMEOUT_MS (1000), which counts the headers too');
-    expect(message({ GATEWAY_REDIS_PASSWORD: 'pw' })).toBe('GATEWAY_REDIS_USER: redisPassword needs a redisUser');
+    expect(message({ GATEWAY_REDIS_PASSWORD: 'pw' })).toBe('GATEWAY_REDIS_PASSWORD needs GATEWAY_REDIS_USER');
     const defaults = loadConfig(base);
     expect(defaults).toMatchObject({ maxReplyBytes: 32 * 1024 * 1024, maxStreamBufferBytes: 4 * 1024 * 1024, maxSockets: 4096, headersTimeoutMs: 10_000, bodyTimeoutMs: 30_000, idleTimeoutMs: 65_000 });
   });
