@@ -64,6 +64,8 @@ export interface LaneOptions {
   onStatus?: (up: boolean, detail: string) => void;
   /** Told when a connection fails to authenticate (its ACL user may be gone). */
   onAuthFailure?: () => void;
+  /** Whether the server answers the gateway's own connection (see #sharedClient). */
+  serverUp?: () => boolean;
 }
 
 export class Lane {
@@ -116,9 +118,19 @@ export class Lane {
     if (this.#shared.status === 'reconnecting' || this.#shared.status === 'end') this.retire(this.#shared, 'reconnecting after its user was (re)created');
   }
 
+  /**
+   * The shared connection, after waiting (up to 2 s, within the deadline) for it to come up when
+   * that is worth it: a replacement for a retired connection is opening, or the server is known to
+   * be up (a token's connection may still be waiting to authenticate as its re-created ACL user).
+   * When Redis is down, requests fail at once instead.
+   */
   async #sharedClient(deadline: number): Promise<Client> {
-    const client = this.#shared;
-    if (client.status !== 'ready' && this.#replacing) await waitReady(client, Math.min(deadline, Date.now() + 2_000)).catch(() => undefined);
+    const until = Math.min(deadline, Date.now() + 2_000);
+    let client = this.#shared;
+    while (client.status !== 'ready' && (this.#replacing || this.#o.serverUp?.() === true) && Date.now() < until) {
+      await waitReady(client, until).catch(() => undefined);
+      client = this.#shared;
+    }
     return client;
   }
 

@@ -190,7 +190,7 @@ export class Upstream {
   #lane(name: string, identity: Identity): Lane {
     let lane = this.#lanes.get(name);
     if (!lane) {
-      lane = new Lane({ url: this.url, identity, dedicated: this.dedicated, slotOf, log: this.#o.log, onAuthFailure: () => this.refresh() });
+      lane = new Lane({ url: this.url, identity, dedicated: this.dedicated, slotOf, log: this.#o.log, onAuthFailure: () => this.refresh(), serverUp: () => this.#up });
       this.#lanes.set(name, lane);
     }
     return lane;
