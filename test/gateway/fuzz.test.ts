@@ -76,7 +76,7 @@ beforeAll(async () => {
 });
 
 describe('fuzz, in process: the parser and the compiled policy', () => {
-  test(`random bodies and command mixes (${PARSER_RUNS} runs each): only RequestErrors, and nothing that must be refused passes`, () => {
+  test(`random bodies and command mixes (${PARSER_RUNS} runs): only RequestErrors, and nothing that must be refused passes`, () => {
     const policy = compilePolicy(table, { name: 'f', token: 'f', redisUrl: 'redis://x', readonly: false }, { allowAdminCommands: false, db: 0 }, 'acl');
     const body = fc.oneof(
       fc.uint8Array({ maxLength: 200 }).map((b) => Buffer.from(b)),
