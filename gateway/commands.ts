@@ -1,21 +1,20 @@
 /**
- * Request validation and command policy: JSON body → commands as byte strings, then what each
- * command is allowed to do on a shared, pooled connection and under which token.
+ * Request validation: JSON body → commands as byte strings, then each command checked against the
+ * token's compiled policy (policy.ts) and the shared-connection model (blocking timeouts).
  *
  * Everything in a request is checked before anything runs, so a refused pipeline changes nothing.
  */
 import { createRequire } from 'node:module';
-import type { TokenPolicy } from './config.ts';
+import type { CompiledPolicy, Verdict } from './policy.ts';
 
-interface CommandSpec { flags: string[]; subcommands?: Record<string, CommandSpec> }
-// Redis's own command table (flags readonly/write/blocking per command and subcommand), as shipped
-// with ioredis, so the read-only policy follows Redis rather than a hand-kept list.
-const TABLE = createRequire(import.meta.url)('@ioredis/commands/built/commands.json') as Record<string, CommandSpec>;
+// The command names ioredis ships (Redis's table at its release): they decide the name sent to
+// Redis (see `wire`) and the closed set of metric labels. What a command may do is decided from
+// the live server's own table (command-table.ts, policy.ts).
+const TABLE = createRequire(import.meta.url)('@ioredis/commands/built/commands.json') as Record<string, unknown>;
 
-function spec(name: string, sub?: string): CommandSpec | undefined {
-  const top = Object.hasOwn(TABLE, name) ? TABLE[name] : undefined;
-  if (sub === undefined || !top?.subcommands) return top;
-  return Object.hasOwn(top.subcommands, sub) ? top.subcommands[sub] : undefined;
+/** Whether ioredis knows the (lower-case) command name. */
+function known(lower: string): boolean {
+  return Object.hasOwn(TABLE, lower);
 }
 
 /** One command: name upper-cased, arguments as bytes (binary-safe). */
@@ -61,8 +60,11 @@ export function toCommand(raw: unknown, where: string): Command {
 
 /** Builds a command from the name as the client sent it. */
 export function named(name: string, args: Buffer[]): Command {
+  // A name with a non-ASCII character is unknown to Redis (`fluſhall` is not FLUSHALL to it, even
+  // though JavaScript upper-cases `ſ` to `S`), so it keeps its text and gets Redis's own error.
+  if (!isAscii(name)) return { name, args, wire: name };
   const upper = name.toUpperCase();
-  return spec(upper.toLowerCase()) ? { name: upper, args } : { name: upper, args, wire: name };
+  return known(upper.toLowerCase()) ? { name: upper, args } : { name: upper, args, wire: name };
 }
 
 export function parseJson(body: Buffer): unknown {
@@ -87,129 +89,131 @@ export function parseBatch(body: Buffer, max: number): Command[] {
   return doc.map((c: unknown, i: number) => toCommand(c, `command ${i}`));
 }
 
-// Server administration: denied unless GATEWAY_ALLOW_ADMIN_COMMANDS=true. Whole commands, then
-// "COMMAND SUBCOMMAND" pairs. The seed articles' rename-command list (FLUSHALL, FLUSHDB, CONFIG) is
-// here; their EVAL is not, because @upstash/ratelimit and every client script need it.
-const ADMIN = new Set([
-  'FLUSHALL', 'FLUSHDB', 'CONFIG', 'DEBUG', 'SHUTDOWN', 'REPLICAOF', 'SLAVEOF', 'MODULE', 'ACL', 'MONITOR',
-  'SAVE', 'BGSAVE', 'BGREWRITEAOF', 'FAILOVER', 'SYNC', 'PSYNC', 'CLUSTER', 'MIGRATE', 'SWAPDB', 'CLIENT',
-  'SCRIPT KILL', 'SCRIPT FLUSH', 'FUNCTION KILL', 'FUNCTION FLUSH', 'FUNCTION RESTORE', 'FUNCTION DELETE',
-  'SLOWLOG RESET', 'LATENCY RESET', 'MEMORY PURGE', 'LASTSAVE',
-]);
-
-// Commands that change the state of the connection they run on. On a pooled connection that state
-// would leak into other requests, so they are refused (MULTI/EXEC go through /multi-exec; SUBSCRIBE
-// through /subscribe SSE).
-const CONNECTION_STATE = new Set([
-  'SELECT', 'MULTI', 'EXEC', 'DISCARD', 'WATCH', 'UNWATCH', 'SUBSCRIBE', 'PSUBSCRIBE', 'SSUBSCRIBE',
-  'UNSUBSCRIBE', 'PUNSUBSCRIBE', 'SUNSUBSCRIBE', 'HELLO', 'RESET', 'AUTH', 'QUIT', 'READONLY', 'READWRITE',
-  'ASKING', 'MONITOR', 'SYNC', 'PSYNC', 'CLIENT REPLY', 'CLIENT SETNAME', 'CLIENT SETINFO', 'CLIENT TRACKING', 'CLIENT CACHING',
-  'CLIENT NO-EVICT', 'CLIENT NO-TOUCH',
-]);
-
-// Allowed for read-only tokens although Redis does not flag them `readonly`.
-const READONLY_EXTRA = new Set(['PING', 'ECHO', 'TIME', 'INFO', 'COMMAND', 'SCRIPT EXISTS', 'PUBSUB', 'SUBSCRIBE', 'PSUBSCRIBE', 'LOLWUT']);
-
-/** `SCRIPT LOAD` for a command with subcommands, else the name. */
-export function qualifiedName(cmd: Command): string {
-  const sub = cmd.args[0];
-  if (sub === undefined || sub.length > 32) return cmd.name;
-  const subName = sub.toString('latin1').toLowerCase();
-  return spec(cmd.name.toLowerCase())?.subcommands?.[subName] ? `${cmd.name} ${subName.toUpperCase()}` : cmd.name;
+/** ASCII only: Redis folds ASCII letters alone, so any other character makes a name unknown to it. */
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7e) return false;
+  return true;
 }
 
-function isReadonly(cmd: Command): boolean {
-  const q = qualifiedName(cmd);
-  if (READONLY_EXTRA.has(q) || READONLY_EXTRA.has(cmd.name)) return true;
-  const [name, sub] = q.toLowerCase().split(' ');
-  const flags = spec(name ?? '', sub)?.flags ?? [];
-  return flags.includes('readonly') && !flags.includes('write');
-}
+const DECIMAL = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/;
+const INTEGER = /^-?\d+$/;
 
-/** Whether the command may block its connection; blocking ones need a dedicated connection. */
+/**
+ * How long a command may block, in ms, read as Redis reads it; `undefined` when it does not block.
+ * Seconds are rounded up to whole ms as Redis does, and text Redis might read as a larger value
+ * than JavaScript does (hex, `inf`, spaces) is refused.
+ */
 export function blockingTimeoutMs(cmd: Command): number | undefined {
   const n = cmd.name;
-  const argText = (i: number) => cmd.args[i]?.toString('latin1') ?? '';
-  const seconds = (text: string, where: string): number => {
+  const arg = (i: number) => cmd.args[i]?.toString('latin1') ?? '';
+  const seconds = (text: string): number => {
+    if (!DECIMAL.test(text)) throw new RequestError(400, `ERR ${n}: the timeout must be a decimal number of seconds`);
     const s = Number(text);
-    if (!Number.isFinite(s) || s < 0) throw new RequestError(400, `ERR ${n}: ${where} must be a non-negative number`);
-    return s * 1000;
+    if (!Number.isFinite(s) || s < 0) throw new RequestError(400, `ERR ${n}: the timeout must be a non-negative number of seconds`);
+    return Math.ceil(s * 1000);
+  };
+  const millis = (text: string, what: string): number => {
+    const ms = INTEGER.test(text) ? Number(text) : NaN;
+    if (!Number.isSafeInteger(ms) || ms < 0) throw new RequestError(400, `ERR ${n}: ${what} must be a non-negative whole number of milliseconds`);
+    return ms;
   };
   switch (n) {
     case 'BLPOP': case 'BRPOP': case 'BZPOPMIN': case 'BZPOPMAX':
-      return seconds(argText(cmd.args.length - 1), 'timeout');
-    case 'BRPOPLPUSH': return seconds(argText(2), 'timeout');
-    case 'BLMOVE': return seconds(argText(4), 'timeout');
-    case 'BLMPOP': case 'BZMPOP': return seconds(argText(0), 'timeout');
-    // WAIT and WAITAOF take milliseconds.
-    case 'WAIT': return seconds(argText(1), 'timeout') / 1000;
-    case 'WAITAOF': return seconds(argText(2), 'timeout') / 1000;
-    case 'XREAD': case 'XREADGROUP': {
-      const i = cmd.args.findIndex((a) => a.toString('latin1').toUpperCase() === 'BLOCK');
-      if (i === -1) return undefined;
-      const ms = Number(argText(i + 1));
-      if (!Number.isFinite(ms) || ms < 0) throw new RequestError(400, `ERR ${n}: BLOCK must be a non-negative number of milliseconds`);
-      return ms;
-    }
+      return seconds(arg(cmd.args.length - 1));
+    case 'BRPOPLPUSH': return seconds(arg(2));
+    case 'BLMOVE': return seconds(arg(4));
+    case 'BLMPOP': case 'BZMPOP': return seconds(arg(0));
+    case 'WAIT': return millis(arg(1), 'the timeout');
+    case 'WAITAOF': return millis(arg(2), 'the timeout');
+    case 'XREAD': case 'XREADGROUP': return xreadBlockMs(cmd, millis);
     default: return undefined;
   }
 }
 
-export interface Policy {
-  allowAdminCommands: boolean;
-  timeoutMs: number;
+/**
+ * XREAD / XREADGROUP options, parsed the way Redis parses them: up to STREAMS only (a key may be
+ * called BLOCK), and the last BLOCK wins (`BLOCK 100 BLOCK 0` blocks forever in Redis).
+ */
+function xreadBlockMs(cmd: Command, millis: (text: string, what: string) => number): number | undefined {
+  const a = cmd.args;
+  let block: string | undefined;
+  for (let i = 0; i < a.length; i++) {
+    const more = a.length - i - 1;
+    const opt = a[i]?.toString('latin1').toUpperCase();
+    if (opt === 'BLOCK' && more > 0) block = a[++i]?.toString('latin1');
+    else if (opt === 'COUNT' && more > 0) i++;
+    else if (opt === 'GROUP' && more >= 2) i += 2;
+    else if (opt === 'NOACK') continue;
+    else break; // STREAMS, or a syntax error Redis answers itself
+  }
+  return block === undefined ? undefined : millis(block, 'BLOCK');
+}
+
+/** The checked batch: one verdict per command, and what running it needs. */
+export interface CheckedBatch {
+  verdicts: Verdict[];
+  /** Holds a connection of its own (blocking commands). */
+  dedicated: boolean;
+  /** Some commands run on the gateway's own connection (see policy.ts). */
+  onAdmin: boolean;
+  /** Some run a script or function. */
+  scripts: boolean;
+}
+
+function hasDbOption(cmd: Command): boolean {
+  return cmd.args.some((a, i) => i >= 2 && a.length === 2 && a.toString('latin1').toUpperCase() === 'DB');
 }
 
 /**
  * Refuses what the token or the shared-connection model does not allow: 403 for policy, 400 for
- * connection-state commands and for blocking commands whose timeout is infinite or longer than the
- * request deadline. Returns whether the batch needs a dedicated connection.
+ * connection-state commands and for blocking commands whose timeouts, summed over the request, do
+ * not fit in the request deadline (or are infinite).
  * @param mode `transaction`: blocking commands never block inside MULTI, so they are fine there;
  *   `subscription`: the SSE routes, where SUBSCRIBE runs on a connection of its own.
  */
 export function checkCommands(
   cmds: readonly Command[],
-  token: TokenPolicy,
-  policy: Policy,
+  policy: CompiledPolicy,
+  timeoutMs: number,
   mode: 'plain' | 'transaction' | 'subscription' = 'plain',
-): { dedicated: boolean } {
+): CheckedBatch {
+  const verdicts: Verdict[] = new Array<Verdict>(cmds.length);
+  let blockMs = 0;
   let dedicated = false;
-  for (const cmd of cmds) {
-    const q = qualifiedName(cmd);
-    if (!policy.allowAdminCommands && (ADMIN.has(cmd.name) || ADMIN.has(q))) {
-      throw new RequestError(403, `NOPERM ${q} is a server administration command and is denied by the gateway (GATEWAY_ALLOW_ADMIN_COMMANDS=true lifts this)`);
-    }
-    if (mode !== 'subscription' && (CONNECTION_STATE.has(cmd.name) || CONNECTION_STATE.has(q))) {
+  let onAdmin = false;
+  let scripts = false;
+  for (let i = 0; i < cmds.length; i++) {
+    const cmd = cmds[i] as Command;
+    const v = policy.verdict(cmd.name, cmd.args[0]);
+    if (v.admin !== undefined) throw new RequestError(403, v.admin);
+    if (v.state !== undefined && mode !== 'subscription') {
       const hint = ['MULTI', 'EXEC', 'DISCARD', 'WATCH', 'UNWATCH'].includes(cmd.name)
         ? '; send the commands to /multi-exec for a transaction'
         : cmd.name.endsWith('SUBSCRIBE') ? '; use the /subscribe/<channel> or /psubscribe/<pattern> SSE routes' : '';
-      throw new RequestError(400, `ERR ${q} changes the connection's state and is not supported by this gateway${hint}`);
+      throw new RequestError(400, `ERR ${v.state} changes the connection's state and is not supported by this gateway${hint}`);
     }
-    if (token.deny && (token.deny.includes(cmd.name) || token.deny.includes(q))) {
-      throw new RequestError(403, `NOPERM ${q} is denied for this token`);
-    }
-    if (token.allow && !token.allow.includes(cmd.name) && !token.allow.includes(q)) {
-      throw new RequestError(403, `NOPERM ${q} is not in this token's allow list`);
-    }
-    if (token.readonly && !isReadonly(cmd)) {
-      throw new RequestError(403, `NOPERM ${q} is not a read command and this token is read-only`);
-    }
-    if (mode === 'plain') {
-      const blockMs = blockingTimeoutMs(cmd);
-      if (blockMs !== undefined) {
-        if (blockMs === 0 || blockMs >= policy.timeoutMs) {
-          const why = blockMs === 0 ? 'timeout 0 would block forever' : 'its timeout is not shorter than the deadline';
-          throw new RequestError(400, `ERR ${cmd.name}: ${why}; give a timeout shorter than the gateway's ${policy.timeoutMs} ms request deadline`);
-        }
+    if (v.refuse !== undefined) throw new RequestError(403, v.refuse);
+    if (v.crossDb && hasDbOption(cmd)) throw new RequestError(403, `NOPERM ${cmd.name} … DB reaches another database and is denied for this token`);
+    if (v.blocking && mode === 'plain') {
+      const ms = blockingTimeoutMs(cmd);
+      if (ms !== undefined) {
+        if (ms === 0) throw new RequestError(400, `ERR ${cmd.name}: timeout 0 would block forever; give a timeout shorter than the gateway's ${timeoutMs} ms request deadline`);
+        blockMs += ms;
         dedicated = true;
       }
     }
+    if (v.lane === 'admin') onAdmin = true;
+    if (v.script) scripts = true;
+    verdicts[i] = v;
   }
-  return { dedicated };
+  if (blockMs >= timeoutMs) {
+    throw new RequestError(400, `ERR the blocking timeouts of this request add up to ${blockMs} ms, which does not fit the gateway's ${timeoutMs} ms request deadline; give shorter timeouts`);
+  }
+  return { verdicts, dedicated, onAdmin, scripts };
 }
 
 /** Label for metrics: known command names only, so clients cannot blow up cardinality. */
 export function metricName(cmd: Command): string {
   const lower = cmd.name.toLowerCase();
-  return spec(lower) ? lower : 'unknown';
+  return known(lower) ? lower : 'unknown';
 }

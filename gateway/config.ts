@@ -24,6 +24,11 @@ export interface TokenPolicy {
   allow?: readonly string[];
   /** Always refused, after `allow`. */
   deny?: readonly string[];
+  /**
+   * A Redis ACL user the operator manages: the token's connections authenticate as it, and the
+   * gateway trusts its ACL to bind what scripts do. Without it the gateway makes its own user.
+   */
+  redisUser?: { name: string; password?: string };
 }
 
 export interface GatewayConfig {
@@ -46,6 +51,18 @@ export interface GatewayConfig {
   basePath: string;
   /** Upper bound of concurrent SSE subscriptions and blocking commands (each holds a connection). */
   maxDedicatedConnections: number;
+  /** Redis reply bytes one request may receive before its answer becomes an error. */
+  maxReplyBytes: number;
+  /** Bytes an SSE stream may have waiting for a slow client before it is ended. */
+  maxStreamBufferBytes: number;
+  /** Open client sockets; more are closed at once. */
+  maxSockets: number;
+  /** Time to receive a request's headers. */
+  headersTimeoutMs: number;
+  /** Time to receive a whole request, headers and body. */
+  bodyTimeoutMs: number;
+  /** How long a keep-alive socket may sit idle between requests. */
+  idleTimeoutMs: number;
   logRequests: boolean;
 }
 
@@ -60,6 +77,14 @@ const DEFAULTS = {
   timeoutMs: 30_000,
   keepaliveMs: 15_000,
   maxDedicatedConnections: 1_000,
+  maxReplyBytes: 32 * 1024 * 1024,
+  maxStreamBufferBytes: 4 * 1024 * 1024,
+  maxSockets: 4_096,
+  headersTimeoutMs: 10_000,
+  bodyTimeoutMs: 30_000,
+  // Above the 60 s idle timeout of the common load balancers, so they never reuse a socket the
+  // gateway is closing.
+  idleTimeoutMs: 65_000,
 } as const;
 
 /** First non-empty value among the names (our name first, then SRH's alias). */
@@ -163,13 +188,24 @@ function commandList(value: unknown, where: string): string[] | undefined {
   return value.map((v) => v.trim().toUpperCase().replace(/\s+/g, ' '));
 }
 
+/** An operator-managed Redis user; `names` are how the user and password fields are called where they came from. */
+function redisUser(name: unknown, password: unknown, names: { user: string; password: string }): { redisUser?: { name: string; password?: string } } {
+  if (name === undefined) {
+    if (password !== undefined) throw new ConfigError(`${names.password} needs ${names.user}`);
+    return {};
+  }
+  if (typeof name !== 'string' || name === '' || /\s/.test(name)) throw new ConfigError(`${names.user} must be a Redis user name (no whitespace)`);
+  if (password !== undefined && typeof password !== 'string') throw new ConfigError(`${names.password} must be a string`);
+  return { redisUser: { name, ...(password !== undefined ? { password } : {}) } };
+}
+
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /**
  * Reads a tokens file. Two shapes are accepted:
- * - ours: `{ "tokens": [{ "name", "token", "redisUrl", "readonly", "allow", "deny" }] }`
+ * - ours: `{ "tokens": [{ "name", "token", "redisUrl", "readonly", "allow", "deny", "redisUser", "redisPassword" }] }`
  * - SRH's: `{ "<token>": { "srh_id", "connection_string", "max_connections" } }`
  */
 export function parseTokensFile(text: string, file: string, defaultRedisUrl: string): TokenPolicy[] {
@@ -201,6 +237,7 @@ export function parseTokensFile(text: string, file: string, defaultRedisUrl: str
         readonly,
         ...(allow ? { allow } : {}),
         ...(deny ? { deny } : {}),
+        ...redisUser(entry['redisUser'], entry['redisPassword'], { user: `${where}.redisUser`, password: `${where}.redisPassword` }),
       });
     });
   } else {
@@ -227,7 +264,10 @@ export function loadConfig(env: Env): GatewayConfig {
   const redisUrl = checkRedisUrl(pick(env, 'REDIS_URL', 'SRH_CONNECTION_STRING')?.value ?? DEFAULTS.redisUrl, 'REDIS_URL');
   const tokens: TokenPolicy[] = [];
   const single = pick(env, 'GATEWAY_TOKEN', 'SRH_TOKEN');
-  if (single) tokens.push({ name: 'default', token: checkToken(single.value, single.name), redisUrl, readonly: false });
+  if (single) {
+    const user = redisUser(pick(env, 'GATEWAY_REDIS_USER')?.value, pick(env, 'GATEWAY_REDIS_PASSWORD')?.value, { user: 'GATEWAY_REDIS_USER', password: 'GATEWAY_REDIS_PASSWORD' });
+    tokens.push({ name: 'default', token: checkToken(single.value, single.name), redisUrl, readonly: false, ...user });
+  }
 
   let tokensFile = pick(env, 'GATEWAY_TOKENS_FILE', 'SRH_CONFIG_FILE')?.value;
   if (tokensFile === undefined && srhMode === 'file') tokensFile = 'srh-config/tokens.json';
@@ -256,6 +296,12 @@ export function loadConfig(env: Env): GatewayConfig {
     throw new ConfigError(`GATEWAY_BASE_PATH must look like /prefix, got "${basePath}"`);
   }
 
+  const headersTimeoutMs = int(env, DEFAULTS.headersTimeoutMs, 100, 600_000, 'GATEWAY_HEADERS_TIMEOUT_MS');
+  const bodyTimeoutMs = int(env, DEFAULTS.bodyTimeoutMs, 100, 3_600_000, 'GATEWAY_BODY_TIMEOUT_MS');
+  if (headersTimeoutMs > bodyTimeoutMs) {
+    throw new ConfigError(`GATEWAY_HEADERS_TIMEOUT_MS (${headersTimeoutMs}) must not be longer than GATEWAY_BODY_TIMEOUT_MS (${bodyTimeoutMs}), which counts the headers too`);
+  }
+
   return {
     host: pick(env, 'GATEWAY_HOST')?.value ?? DEFAULTS.host,
     port: int(env, DEFAULTS.port, 0, 65_535, 'GATEWAY_PORT', 'SRH_PORT'),
@@ -269,6 +315,12 @@ export function loadConfig(env: Env): GatewayConfig {
     keepaliveMs: int(env, DEFAULTS.keepaliveMs, 100, 600_000, 'GATEWAY_KEEPALIVE_MS'),
     basePath,
     maxDedicatedConnections: int(env, DEFAULTS.maxDedicatedConnections, 1, 100_000, 'GATEWAY_MAX_CONNECTIONS', 'SRH_MAX_CONNECTIONS'),
+    maxReplyBytes: int(env, DEFAULTS.maxReplyBytes, 1_024, 1024 * 1024 * 1024, 'GATEWAY_MAX_REPLY_BYTES'),
+    maxStreamBufferBytes: int(env, DEFAULTS.maxStreamBufferBytes, 1_024, 1024 * 1024 * 1024, 'GATEWAY_MAX_STREAM_BUFFER_BYTES'),
+    maxSockets: int(env, DEFAULTS.maxSockets, 1, 1_000_000, 'GATEWAY_MAX_SOCKETS'),
+    headersTimeoutMs,
+    bodyTimeoutMs,
+    idleTimeoutMs: int(env, DEFAULTS.idleTimeoutMs, 100, 3_600_000, 'GATEWAY_IDLE_TIMEOUT_MS'),
     logRequests: bool(env, false, 'GATEWAY_LOG_REQUESTS'),
   };
 }

@@ -5,23 +5,22 @@
  * from Upstash.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { checkCommands, metricName, named, parseBatch, parseSingle, RequestError, type Command } from './commands.ts';
+import { AclUsers } from './acl.ts';
+import { checkCommands, named, parseBatch, parseSingle, RequestError, type Command } from './commands.ts';
 import { redactUrl, type GatewayConfig, type TokenPolicy } from './config.ts';
+import { DeadlineError, describe, isReplyError, UnavailableError, type Outcome } from './connect.ts';
 import { errorEntry, errorText, resultEntry } from './encode.ts';
+import { runBatch, runTransaction, type BatchContext } from './execute.ts';
+import { listen, type RunningGateway } from './listen.ts';
 import { Metrics } from './metrics.ts';
+import { percentDecode, splitTarget } from './paths.ts';
 import { ScriptAliases } from './scripts.ts';
 import { serveSubscription, type SubscriptionKind } from './sse.ts';
-import { DeadlineError, describe, isReplyError, UnavailableError, Upstream, withDeadline, type Outcome } from './upstream.ts';
+import { Upstream, type TokenRuntime } from './upstream.ts';
 
-export interface RunningGateway {
-  url: string;
-  host: string;
-  port: number;
-  close(): Promise<void>;
-}
+export type { RunningGateway } from './listen.ts';
 
 export interface GatewayOptions {
   /** Where operational lines go (never tokens, never stack traces). Default: stderr. */
@@ -37,21 +36,6 @@ const CORS = {
 
 function hashToken(token: string): Buffer {
   return createHash('sha256').update(token).digest();
-}
-
-/** Percent-decodes a path segment to bytes (binary-safe, unlike decodeURIComponent). */
-function percentDecode(segment: string): Buffer {
-  const bytes: number[] = [];
-  for (let i = 0; i < segment.length; i++) {
-    const ch = segment[i];
-    if (ch === '%' && /^[0-9a-fA-F]{2}$/.test(segment.slice(i + 1, i + 3))) {
-      bytes.push(parseInt(segment.slice(i + 1, i + 3), 16));
-      i += 2;
-    } else {
-      for (const b of Buffer.from(ch ?? '', 'utf8')) bytes.push(b);
-    }
-  }
-  return Buffer.from(bytes);
 }
 
 class Gateway {
@@ -71,8 +55,11 @@ class Gateway {
     this.config = config;
     this.#log = log;
     this.#tokens = config.tokens.map((policy) => ({ hash: hashToken(policy.token), policy }));
+    // One password per gateway process for the ACL users it makes (acl.ts).
+    const acl = new AclUsers(randomBytes(32).toString('hex'));
     for (const url of new Set([config.redisUrl, ...config.tokens.map((t) => t.redisUrl)])) {
-      this.upstreams.set(url, new Upstream(url, (up, detail) => log(`redis ${redactUrl(url)} is ${up ? 'up' : `down (${detail})`}`)));
+      const tokens = config.tokens.filter((t) => t.redisUrl === url);
+      this.upstreams.set(url, new Upstream(url, { tokens, allowAdminCommands: config.allowAdminCommands, acl, log }));
     }
     this.metrics.gauge('gateway_sse_streams', () => this.#streams.size);
     this.metrics.gauge('gateway_redis_up', () => (this.#upstream(config.redisUrl).up ? 1 : 0));
@@ -85,10 +72,10 @@ class Gateway {
   }
 
   /** Compares against every token, always all of them, in constant time per comparison. */
-  authenticate(req: IncomingMessage, url: URL): TokenPolicy | undefined {
+  authenticate(req: IncomingMessage, query: URLSearchParams): TokenPolicy | undefined {
     const header = req.headers.authorization;
     const bearer = header?.match(/^Bearer\s+(.+)$/i)?.[1]?.trim();
-    const given = bearer ?? url.searchParams.get('_token') ?? undefined;
+    const given = bearer ?? query.get('_token') ?? undefined;
     if (!given) return undefined;
     const hash = hashToken(given);
     let found: TokenPolicy | undefined;
@@ -115,11 +102,13 @@ class Gateway {
       res.end(body);
     };
     try {
-      const url = new URL(req.url ?? '/', 'http://gateway');
-      let path = url.pathname;
-      const base = this.config.basePath;
-      if (base && (path === base || path.startsWith(`${base}/`))) path = path.slice(base.length) || '/';
+      const target = splitTarget(req.url ?? '/', this.config.basePath);
       const method = req.method ?? 'GET';
+      if (target === undefined) {
+        req.resume();
+        throw new RequestError(404, `ERR not found: every route is under ${this.config.basePath} (GATEWAY_BASE_PATH)`);
+      }
+      const { path, query } = target;
 
       if (method === 'OPTIONS') {
         route = 'other';
@@ -155,29 +144,37 @@ class Gateway {
       route = head === '' ? '/' : head === 'pipeline' ? '/pipeline' : head === 'multi-exec' ? '/multi-exec'
         : head === 'subscribe' ? '/subscribe' : head === 'psubscribe' ? '/psubscribe' : 'path';
 
-      const token = this.authenticate(req, url);
+      const token = this.authenticate(req, query);
       if (!token) {
         // Drain the body so the client reads our answer instead of a reset connection.
         req.resume();
         throw new RequestError(401, 'WRONGPASS invalid or missing auth token');
       }
       const upstream = this.#upstream(token.redisUrl);
+      const runtime = upstream.forToken(token);
+      if (!runtime) {
+        req.resume();
+        throw new UnavailableError('the command table of this Redis has not been read yet');
+      }
       const base64 = String(req.headers['upstash-encoding'] ?? '').toLowerCase() === 'base64';
-      const policy = { allowAdminCommands: this.config.allowAdminCommands, timeoutMs: this.config.timeoutMs };
+      const ctx: BatchContext = {
+        upstream, runtime, scripts: this.scripts, metrics: this.metrics, deadline,
+        timeoutMs: this.config.timeoutMs, maxReplyBytes: this.config.maxReplyBytes, maxDedicatedConnections: this.config.maxDedicatedConnections,
+      };
 
       if (route === '/subscribe' || route === '/psubscribe') {
         await this.#readBody(req); // `[]`, ignored
         const kind: SubscriptionKind = route === '/subscribe' ? 'subscribe' : 'psubscribe';
-        const target = percentDecode(segments.slice(1).join('/'));
-        if (target.length === 0) throw new RequestError(400, `ERR ${route}/<name> needs a channel or pattern`);
-        checkCommands([{ name: kind.toUpperCase(), args: [target] }], token, policy, 'subscription');
-        if (upstream.dedicatedCount >= this.config.maxDedicatedConnections) {
+        const name = percentDecode(segments.slice(1).join('/'));
+        if (name.length === 0) throw new RequestError(400, `ERR ${route}/<name> needs a channel or pattern`);
+        checkCommands([{ name: kind.toUpperCase(), args: [name] }], runtime.policy, this.config.timeoutMs, 'subscription');
+        if (upstream.dedicated.value >= this.config.maxDedicatedConnections) {
           throw new RequestError(503, `ERR too many open subscriptions (GATEWAY_MAX_CONNECTIONS=${this.config.maxDedicatedConnections})`);
         }
         this.metrics.command(kind);
         if (this.config.latencyMs > 0) await sleep(this.config.latencyMs);
         await serveSubscription(req, res, {
-          kind, target, upstream, headers, keepaliveMs: this.config.keepaliveMs,
+          kind, target: name, lane: runtime.lane, headers, keepaliveMs: this.config.keepaliveMs, maxBufferBytes: this.config.maxStreamBufferBytes,
           onOpen: () => this.#streams.add(res),
           onClose: () => this.#streams.delete(res),
         });
@@ -188,22 +185,16 @@ class Gateway {
       const body = await this.#readBody(req);
       if (route === '/') {
         if (method !== 'POST') throw new RequestError(405, 'ERR use POST with a JSON command like ["get","key"]');
-        const cmd = parseSingle(body);
-        const [outcome] = await this.#execute([cmd], token, policy, upstream, deadline);
+        const [outcome] = await runBatch([parseSingle(body)], ctx);
         if (!outcome) throw new Error('no outcome');
         await (outcome.ok ? send(200, resultEntry(outcome.value, base64)) : send(400, errorEntry(errorText(outcome.error))));
       } else if (route === '/pipeline') {
-        const cmds = parseBatch(body, this.config.maxPipelineCommands);
-        const outcomes = await this.#execute(cmds, token, policy, upstream, deadline);
-        await send(200, `[${outcomes.map((o) => (o.ok ? resultEntry(o.value, base64) : errorEntry(errorText(o.error)))).join(',')}]`);
+        const outcomes = await runBatch(parseBatch(body, this.config.maxPipelineCommands), ctx);
+        await send(200, entries(outcomes, base64));
       } else if (route === '/multi-exec') {
-        const cmds = parseBatch(body, this.config.maxPipelineCommands);
-        checkCommands(cmds, token, policy, 'transaction');
-        const mappers = cmds.map((c) => this.scripts.prepare(c));
-        for (const c of cmds) this.metrics.command(metricName(c));
         let outcomes: Outcome[];
         try {
-          outcomes = await withDeadline(upstream.transaction(cmds), deadline);
+          outcomes = await runTransaction(parseBatch(body, this.config.maxPipelineCommands), ctx);
         } catch (err) {
           if (isReplyError(err)) {
             // EXECABORT alone does not say why; ioredis keeps the queuing errors that caused it.
@@ -214,7 +205,7 @@ class Gateway {
           }
           throw err;
         }
-        await send(200, `[${outcomes.map((o, i) => (o.ok ? resultEntry(mappers[i]?.(o.value) ?? o.value, base64) : errorEntry(errorText(o.error)))).join(',')}]`);
+        await send(200, entries(outcomes, base64));
       } else {
         // Path form for curl users: /set/key/value, a POST body being the last argument.
         const parts = segments.filter((s, i) => i < segments.length - 1 || s !== '').map(percentDecode);
@@ -222,7 +213,7 @@ class Gateway {
         if (!name) throw new RequestError(400, 'ERR no command in the path');
         const cmd: Command = named(name, parts.slice(1));
         if (method === 'POST' && body.length > 0) cmd.args.push(body);
-        const [outcome] = await this.#execute([cmd], token, policy, upstream, deadline);
+        const [outcome] = await runBatch([cmd], ctx);
         if (!outcome) throw new Error('no outcome');
         await (outcome.ok ? send(200, resultEntry(outcome.value, base64)) : send(400, errorEntry(errorText(outcome.error))));
       }
@@ -232,8 +223,10 @@ class Gateway {
       } else if (err instanceof DeadlineError) {
         await send(504, errorEntry(`ERR gateway deadline of ${this.config.timeoutMs} ms passed before Redis answered`));
       } else if (err instanceof UnavailableError) {
-        this.#log(`request failed: Redis unavailable (${describe(err.cause)})`);
+        this.#log(`request failed: Redis unavailable (${describe(err.cause ?? err)})`);
         await send(503, errorEntry('ERR Redis is unavailable: the gateway cannot reach it right now; try again'));
+      } else if (req.destroyed || isAborted(err)) {
+        // The client went away (or a body timeout closed its socket): nobody to answer.
       } else {
         this.#log(`request failed: internal error (${describe(err)})`);
         await send(500, errorEntry('ERR internal gateway error'));
@@ -242,20 +235,6 @@ class Gateway {
       if (!this.#streams.has(res)) this.metrics.request(route, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9);
       if (this.config.logRequests) this.#log(`${req.method} ${route} ${res.statusCode}`);
     }
-  }
-
-  async #execute(cmds: Command[], token: TokenPolicy, policy: { allowAdminCommands: boolean; timeoutMs: number }, upstream: Upstream, deadline: number): Promise<Outcome[]> {
-    const { dedicated } = checkCommands(cmds, token, policy);
-    if (dedicated && upstream.dedicatedCount >= this.config.maxDedicatedConnections) {
-      throw new RequestError(503, `ERR too many blocking commands at once (GATEWAY_MAX_CONNECTIONS=${this.config.maxDedicatedConnections})`);
-    }
-    const mappers = cmds.map((c) => this.scripts.prepare(c));
-    for (const c of cmds) this.metrics.command(metricName(c));
-    const outcomes = await withDeadline(upstream.run(cmds, dedicated), deadline);
-    return outcomes.map((o, i) => {
-      const map = mappers[i];
-      return map && o.ok ? { ok: true, value: map(o.value) } : o;
-    });
   }
 
   /** Reads the whole body, refusing more than the limit with 413 (after draining what was sent). */
@@ -289,8 +268,13 @@ class Gateway {
   }
 }
 
-function formatUrl(host: string, port: number): string {
-  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+function entries(outcomes: Outcome[], base64: boolean): string {
+  return `[${outcomes.map((o) => (o.ok ? resultEntry(o.value, base64) : errorEntry(errorText(o.error)))).join(',')}]`;
+}
+
+function isAborted(err: unknown): boolean {
+  const code = typeof err === 'object' && err !== null && 'code' in err ? err.code : undefined;
+  return code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err instanceof Error && err.message === 'aborted');
 }
 
 /** Starts the gateway; resolves once it listens. Port 0 picks a free port. */
@@ -298,41 +282,12 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
   const log = options.log ?? ((line: string) => process.stderr.write(`[gateway] ${line}\n`));
   const gateway = new Gateway(config, log);
   await Promise.all([...gateway.upstreams.values()].map((u) => u.ready(2_000)));
-  const server: Server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
-    void gateway.handle(req, res);
-  });
-  server.requestTimeout = config.timeoutMs + 5_000;
-  server.headersTimeout = Math.min(60_000, config.timeoutMs + 5_000);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host: config.host, port: config.port, ipv6Only: false }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
-  const displayHost = config.host === '0.0.0.0' ? '127.0.0.1' : config.host === '::' ? '::1' : config.host;
-  let closing: Promise<void> | undefined;
-  return {
-    url: `${formatUrl(displayHost, port)}${config.basePath}`,
-    host: config.host,
-    port,
-    close() {
-      closing ??= (async () => {
-        gateway.closing = true;
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        gateway.endStreams();
-        server.closeIdleConnections();
-        // In-flight requests finish (their answers close the socket); idle ones are closed as they
-        // become idle; whatever is still open after the deadline (capped at 10 s) is cut.
-        const sweep = setInterval(() => server.closeIdleConnections(), 50);
-        const timer = setTimeout(() => server.closeAllConnections(), Math.min(config.timeoutMs, 10_000));
-        await closed;
-        clearInterval(sweep);
-        clearTimeout(timer);
-        await gateway.close();
-      })();
-      return closing;
+  return listen(config, {
+    handle: (req, res) => void gateway.handle(req, res),
+    onClosing: () => {
+      gateway.closing = true;
+      gateway.endStreams();
     },
-  };
+    onClosed: () => gateway.close(),
+  });
 }

@@ -1,98 +1,23 @@
 /**
- * The gateway's side of Redis: one multiplexed connection per upstream for ordinary commands, and
- * dedicated connections for blocking commands and SSE subscriptions.
+ * The gateway's side of one Redis URL: its command table, the lane of the gateway's own Redis user
+ * (health checks, tokens with nothing to enforce), one lane per token policy that needs a Redis ACL
+ * user (acl.ts), and a control connection that kills scripts outliving their request.
  *
- * The client is ioredis, chosen because it gives raw binary-safe replies (strings as Buffers,
- * integers as exact decimal strings), pipelining on one connection, and Cluster and Sentinel behind
- * the same call API. Two settings matter for correctness:
- * - no offline queue and no resend of unanswered commands: when Redis is down a request fails at
- *   once (503) instead of waiting, and a command is never sent twice after a reconnect;
- * - command names are sent upper-case: ioredis reshapes some replies (HGETALL into an object, …)
- *   keyed by lower-case names, and the gateway must pass Redis's replies through untouched.
+ * Everything that depends on the server (the table, the compiled policies, the ACL users) is
+ * (re)built whenever the gateway's own connection becomes ready, at start-up and after every
+ * reconnect, so a restarted or failed-over Redis gets the same policy back. Until the first build a
+ * token has no runtime and its requests answer 503, as when Redis is down.
  */
 import { getKeyIndexes } from '@ioredis/commands';
 import calculateSlot from 'cluster-key-slot';
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
-import redisErrors from 'redis-errors';
-import { RequestError, type Command } from './commands.ts';
-import { parseRedisUrl, type RedisTarget } from './config.ts';
-
-export type Client = Redis | Cluster;
-
-/** One command's outcome: a reply or a Redis error (never a connection failure). */
-export type Outcome = { ok: true; value: unknown } | { ok: false; error: Error };
-
-/** Redis could not be reached or the connection broke: the request answers 503. */
-export class UnavailableError extends Error {
-  override name = 'UnavailableError';
-}
-
-export function isReplyError(err: unknown): err is Error {
-  return err instanceof redisErrors.ReplyError;
-}
-
-function toOutcome(result: PromiseSettledResult<unknown>): Outcome {
-  if (result.status === 'fulfilled') return { ok: true, value: result.value };
-  const err: unknown = result.reason;
-  if (isReplyError(err)) return { ok: false, error: err };
-  throw new UnavailableError('Redis is unavailable', { cause: err });
-}
-
-const BASE: RedisOptions = {
-  // RESP2, as the Upstash protocol expects (ioredis 6 defaults to RESP3, whose maps, pairs and
-  // doubles have other shapes).
-  protocol: 2,
-  stringNumbers: true,
-  enableOfflineQueue: false,
-  autoResendUnfulfilledCommands: false,
-  maxRetriesPerRequest: 0,
-  connectTimeout: 5_000,
-  // Reconnect forever, backing off to 1 s, so the gateway recovers by itself when Redis returns.
-  retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 5), 1_000),
-};
-
-// ioredis's constructor types want `replyMapping` present-or-absent, never `undefined`, which
-// `exactOptionalPropertyTypes` makes visible; stating it (RESP2-shaped replies) settles that.
-type Options = RedisOptions & { replyMapping: 'legacy' };
-
-function optionsFor(target: RedisTarget, extra: RedisOptions): Options {
-  return {
-    ...BASE,
-    ...extra,
-    replyMapping: 'legacy',
-    ...(target.username !== undefined ? { username: target.username } : {}),
-    ...(target.password !== undefined ? { password: target.password } : {}),
-    ...(target.tls ? { tls: {} } : {}),
-    db: target.db,
-  };
-}
-
-function connect(url: string, extra: RedisOptions = {}): Client {
-  const target = parseRedisUrl(url, 'redis url');
-  const first = target.hosts[0] ?? { host: '127.0.0.1', port: 6379 };
-  if (target.kind === 'cluster') {
-    const redisOptions = optionsFor(target, extra);
-    const clusterOptions: ClusterOptions & { redisOptions: Options } = {
-      redisOptions,
-      enableOfflineQueue: false,
-      clusterRetryStrategy: BASE.retryStrategy ?? (() => 1_000),
-    };
-    return new Cluster(target.hosts, clusterOptions);
-  }
-  if (target.kind === 'sentinel') {
-    return new Redis({
-      ...optionsFor(target, extra),
-      sentinels: target.hosts,
-      name: target.masterName ?? 'mymaster',
-      ...(target.password !== undefined ? { sentinelPassword: target.password } : {}),
-    });
-  }
-  return new Redis({ ...optionsFor(target, extra), host: first.host, port: first.port });
-}
-
-function send(client: Client, cmd: Command): Promise<unknown> {
-  return client.callBuffer(cmd.wire ?? cmd.name, ...cmd.args);
-}
+import { Cluster } from 'ioredis';
+import { AclUsers, aclUserName } from './acl.ts';
+import type { Command } from './commands.ts';
+import { parseCommandTable, versionOf, type CommandTable } from './command-table.ts';
+import { parseRedisUrl, redactUrl, type TokenPolicy } from './config.ts';
+import { connect, describe, isCluster, isReplyError, UnavailableError, waitReady, withDeadline, type Client, type Identity } from './connect.ts';
+import { DedicatedCount, Lane } from './lane.ts';
+import { compilePolicy, isRestricted, type CompiledPolicy } from './policy.ts';
 
 /** The hash slot of a command's first key; -1 for keyless commands. */
 function slotOf(cmd: Command): number {
@@ -105,179 +30,208 @@ function slotOf(cmd: Command): number {
   }
 }
 
-/**
- * A pipeline on a Cluster. ioredis sends each command to its slot's node, and a command that meets
- * a node connection still opening, or a MOVED/ASK redirection, is retried behind the commands sent
- * after it. So commands that share a slot are chained (each waits for the previous one's answer)
- * and slots run in parallel: commands on one key keep request order; across slots Redis Cluster
- * gives no order anyway (they live on different nodes). Keyless commands run at once.
- */
-async function runOnCluster(cluster: Cluster, cmds: readonly Command[]): Promise<PromiseSettledResult<unknown>[]> {
-  const tails = new Map<number, Promise<unknown>>();
-  const runs = cmds.map((cmd) => {
-    const slot = slotOf(cmd);
-    if (slot === -1) return send(cluster, cmd);
-    const run = (tails.get(slot) ?? Promise.resolve()).then(() => send(cluster, cmd));
-    tails.set(slot, run.catch(() => undefined));
-    return run;
-  });
-  return Promise.allSettled(runs);
+/** What a token runs with on this Redis. */
+export interface TokenRuntime {
+  policy: CompiledPolicy;
+  /** Its own lane (its ACL user), or the gateway's when it has nothing to enforce. */
+  lane: Lane;
+  /** The gateway's own lane (INFO, COPY: see policy.ts). */
+  admin: Lane;
+  db: number;
 }
 
-/** Runs `work` but gives up at `deadline` (ms since epoch); the late answer is dropped. */
-export async function withDeadline<T>(work: Promise<T>, deadline: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new DeadlineError('the request deadline passed before Redis answered')), Math.max(0, deadline - Date.now()));
-  });
-  try {
-    return await Promise.race([work, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+// What an ACL user needs for a Cluster client to find and follow the slots.
+const CLUSTER_RULES = ['+cluster|slots', '+cluster|shards', '+cluster|nodes', '+cluster|info', '+asking', '+readonly'];
 
-export class DeadlineError extends Error {
-  override name = 'DeadlineError';
+export interface UpstreamOptions {
+  tokens: readonly TokenPolicy[];
+  allowAdminCommands: boolean;
+  acl: AclUsers;
+  log: (line: string) => void;
 }
 
 export class Upstream {
   readonly url: string;
-  readonly client: Client;
-  #dedicated = new Set<Client>();
-  #onStatus: (up: boolean, detail: string) => void;
+  readonly admin: Lane;
+  readonly dedicated = new DedicatedCount();
+  readonly #o: UpstreamOptions;
+  readonly #control: Client;
+  readonly #db: number;
+  readonly #lanes = new Map<string, Lane>();
+  #runtimes = new Map<TokenPolicy, TokenRuntime>();
+  #table: CommandTable | undefined;
   #up = false;
+  #closing = false;
+  #refreshing: Promise<void> | undefined;
+  #again = false;
+  #built: Promise<void>;
+  #resolveBuilt!: () => void;
 
-  constructor(url: string, onStatus: (up: boolean, detail: string) => void) {
+  constructor(url: string, o: UpstreamOptions) {
     this.url = url;
-    this.#onStatus = onStatus;
-    this.client = connect(url);
-    this.client.on('ready', () => this.#setUp(true, 'connected'));
-    this.client.on('error', (err: unknown) => this.#setUp(false, describe(err)));
-    this.client.on('close', () => this.#setUp(false, 'connection closed'));
-    this.client.on('end', () => this.#setUp(false, 'connection closed'));
+    this.#o = o;
+    this.#db = parseRedisUrl(url, 'redis url').db;
+    this.#built = new Promise((resolve) => {
+      this.#resolveBuilt = resolve;
+    });
+    this.admin = new Lane({
+      url,
+      dedicated: this.dedicated,
+      slotOf,
+      log: o.log,
+      onStatus: (up, detail) => {
+        this.#setUp(up, detail);
+        if (up) this.refresh();
+      },
+    });
+    this.#control = connect(url);
+    this.#control.on('error', () => undefined); // its failures only mean a script is not killed
   }
 
   get up(): boolean {
     return this.#up;
   }
 
-  #closing = false;
-
   #setUp(up: boolean, detail: string): void {
     if (up === this.#up || this.#closing) return;
     this.#up = up;
-    this.#onStatus(up, detail);
+    this.#o.log(`redis ${redactUrl(this.url)} is ${up ? 'up' : `down (${detail})`}`);
   }
 
-  /** Waits for the first connection, up to `ms`; resolves either way. */
+  /** The runtime of `token`, or undefined until the command table has been read. */
+  forToken(token: TokenPolicy): TokenRuntime | undefined {
+    return this.#runtimes.get(token);
+  }
+
+  /** Waits for the first build (connection, command table, ACL users), up to `ms`; resolves either way. */
   async ready(ms: number): Promise<void> {
-    if (this.#up) return;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.client.once('ready', () => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.#built, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+    clearTimeout(timer);
   }
 
-  /** Ordinary commands on the shared connection, in order, each with its own outcome. */
-  async run(cmds: readonly Command[], dedicated: boolean): Promise<Outcome[]> {
-    if (dedicated) return this.#onDedicated((c) => Promise.allSettled(cmds.map((cmd) => send(c, cmd))));
-    if (this.client instanceof Cluster) return (await runOnCluster(this.client, cmds)).map(toOutcome);
-    return (await Promise.allSettled(cmds.map((cmd) => send(this.client, cmd)))).map(toOutcome);
+  /** Re-reads the command table and re-applies every policy (one build at a time). */
+  refresh(): void {
+    if (this.#refreshing) {
+      this.#again = true;
+      return;
+    }
+    this.#refreshing = this.#build()
+      .catch((err: unknown) => this.#o.log(`could not read Redis's command table (${describe(err)}); will retry on reconnect`))
+      .finally(() => {
+        this.#refreshing = undefined;
+        if (this.#again && !this.#closing) {
+          this.#again = false;
+          this.refresh();
+        }
+      });
+  }
+
+  async #build(): Promise<void> {
+    const client = this.admin.shared;
+    const [reply, info] = await Promise.all([client.call('COMMAND'), client.call('INFO', 'server')]);
+    const table = parseCommandTable(reply, versionOf(String(info)));
+    const runtimes = new Map<TokenPolicy, TokenRuntime>();
+    const used = new Set<string>();
+    const noAcl: string[] = [];
+    // Tokens with the same policy share one user: set it up once per build.
+    const ensured = new Map<string, Promise<boolean>>();
+    const options = { allowAdminCommands: this.#o.allowAdminCommands, db: this.#db, ...(isCluster(this.url) ? { connectionRules: CLUSTER_RULES } : {}) };
+    for (const token of this.#o.tokens) {
+      let policy: CompiledPolicy;
+      let laneName: string | undefined;
+      let identity: Identity | undefined;
+      if (!isRestricted(token, this.#o.allowAdminCommands)) {
+        policy = compilePolicy(table, token, options, 'unrestricted');
+      } else if (token.redisUser) {
+        policy = compilePolicy(table, token, options, 'operator');
+        laneName = `operator:${token.redisUser.name}`;
+        identity = { username: token.redisUser.name, ...(token.redisUser.password !== undefined ? { password: token.redisUser.password } : {}) };
+      } else {
+        policy = compilePolicy(table, token, options, 'acl');
+        const name = aclUserName(policy.aclRules ?? []);
+        if (!ensured.has(name)) ensured.set(name, this.#o.acl.ensure(client, name, policy.aclRules ?? []));
+        if (await ensured.get(name)) {
+          laneName = name;
+          identity = { username: name, password: this.#o.acl.password };
+        } else {
+          noAcl.push(token.name);
+          policy = compilePolicy(table, token, options, 'none');
+        }
+      }
+      let lane = this.admin;
+      if (laneName !== undefined && identity !== undefined) {
+        lane = this.#lane(laneName, identity);
+        used.add(laneName);
+      }
+      if (policy.unknownNames.length > 0 && this.#table === undefined) {
+        this.#o.log(`token "${token.name}": ${policy.unknownNames.join(', ')} in its allow/deny list ${policy.unknownNames.length === 1 ? 'is' : 'are'} not a command Redis ${table.version} knows`);
+      }
+      runtimes.set(token, { policy, lane, admin: this.admin, db: this.#db });
+    }
+    if (noAcl.length > 0) {
+      this.#o.log(`the gateway's Redis user may not run ACL SETUSER, so scripts are refused for the restricted token(s) ${noAcl.join(', ')} (see the README: "Policy inside scripts")`);
+    }
+    this.#table = table;
+    this.#runtimes = runtimes;
+    for (const [name, lane] of this.#lanes) {
+      if (!used.has(name)) {
+        this.#lanes.delete(name);
+        void lane.close();
+      } else {
+        lane.kick();
+      }
+    }
+    // Serve once the tokens' own connections are up too (or have had their chance).
+    await Promise.all([...this.#lanes.values()].map((l) => waitReady(l.shared, Date.now() + 2_000).catch(() => undefined)));
+    this.#resolveBuilt();
+  }
+
+  #lane(name: string, identity: Identity): Lane {
+    let lane = this.#lanes.get(name);
+    if (!lane) {
+      lane = new Lane({ url: this.url, identity, dedicated: this.dedicated, slotOf, log: this.#o.log, onAuthFailure: () => this.refresh(), serverUp: () => this.#up });
+      this.#lanes.set(name, lane);
+    }
+    return lane;
   }
 
   /**
-   * MULTI … EXEC. ioredis writes MULTI, the commands and EXEC in one go on the shared connection, and
-   * Node runs one request's code at a time, so no other request's command can land inside.
-   * Returns per-command outcomes, or throws a ReplyError when Redis discards the whole transaction.
+   * Kills the script or function running in Redis (called when one outlived its request's deadline),
+   * on a connection of its own: the one that sent the script waits behind it.
    */
-  async transaction(cmds: readonly Command[]): Promise<Outcome[]> {
-    const multi = this.client.multi();
-    for (const cmd of cmds) multi.callBuffer(cmd.wire ?? cmd.name, ...cmd.args);
-    let results: [Error | null, unknown][] | null;
-    try {
-      results = await multi.exec();
-    } catch (err) {
-      if (isReplyError(err)) throw err;
-      if (err instanceof Error && /same slot/i.test(err.message)) {
-        throw new RequestError(400, "CROSSSLOT Keys in the transaction don't hash to the same slot; use hash tags like {user:1}:a", { cause: err });
+  async killScripts(): Promise<void> {
+    const nodes = this.#control instanceof Cluster ? this.#control.nodes('master') : [this.#control];
+    for (const node of nodes) {
+      for (const cmd of ['SCRIPT', 'FUNCTION']) {
+        try {
+          await node.call(cmd, 'KILL');
+          this.#o.log(`killed a ${cmd === 'SCRIPT' ? 'script' : 'function'} that outlived its request's deadline`);
+        } catch (err) {
+          if (isReplyError(err) && /^UNKILLABLE/.test(err.message)) {
+            this.#o.log('a script that outlived its request has already written, so Redis cannot kill it: Redis answers BUSY until it ends (only SHUTDOWN NOSAVE stops it)');
+          }
+          // NOTBUSY: nothing (or not this kind) was running.
+        }
       }
-      throw new UnavailableError('Redis is unavailable', { cause: err });
     }
-    if (results === null) throw new UnavailableError('the transaction was aborted');
-    return results.map(([error, value]) => (error ? { ok: false, error } : { ok: true, value }));
-  }
-
-  async #onDedicated(work: (c: Client) => Promise<PromiseSettledResult<unknown>[]>): Promise<Outcome[]> {
-    const conn = this.dedicated();
-    try {
-      await waitReady(conn);
-      return (await work(conn)).map(toOutcome);
-    } finally {
-      this.release(conn);
-    }
-  }
-
-  /** A connection of its own (SSE, blocking commands); give it back with {@link release}. */
-  dedicated(): Client {
-    const conn = connect(this.url, { enableOfflineQueue: true, retryStrategy: () => null, lazyConnect: false });
-    conn.on('error', () => undefined); // reported through the command that fails
-    this.#dedicated.add(conn);
-    return conn;
-  }
-
-  release(conn: Client): void {
-    this.#dedicated.delete(conn);
-    conn.disconnect();
-  }
-
-  get dedicatedCount(): number {
-    return this.#dedicated.size;
   }
 
   async ping(timeoutMs: number): Promise<void> {
-    if (this.client.status !== 'ready') throw new UnavailableError(`Redis connection is ${this.client.status}`);
-    await withDeadline(this.client.ping(), Date.now() + timeoutMs);
+    const client = this.admin.shared;
+    if (client.status !== 'ready') throw new UnavailableError(`Redis connection is ${client.status}`);
+    await withDeadline(client.ping(), Date.now() + timeoutMs);
   }
 
   async close(): Promise<void> {
     this.#closing = true;
-    for (const conn of this.#dedicated) conn.disconnect();
-    this.#dedicated.clear();
-    try {
-      await this.client.quit();
-    } catch {
-      this.client.disconnect();
+    await this.#refreshing;
+    const admin = this.admin.shared;
+    if (admin.status === 'ready') {
+      await Promise.all([...this.#lanes.keys()].filter((n) => !n.startsWith('operator:')).map((n) => this.#o.acl.forget(admin, n)));
     }
+    await Promise.all([...this.#lanes.values()].map((l) => l.close()));
+    this.#control.disconnect();
+    await this.admin.close();
   }
-}
-
-async function waitReady(conn: Client): Promise<void> {
-  if (conn.status === 'ready') return;
-  await new Promise<void>((resolve, reject) => {
-    const onReady = () => {
-      conn.off('end', onEnd);
-      resolve();
-    };
-    const onEnd = () => {
-      conn.off('ready', onReady);
-      reject(new UnavailableError('could not open a dedicated Redis connection'));
-    };
-    conn.once('ready', onReady);
-    conn.once('end', onEnd);
-  });
-}
-
-/** A short reason for logs: error code or message, never a URL or password. */
-export function describe(err: unknown): string {
-  if (err && typeof err === 'object') {
-    const code = (err as { code?: unknown }).code;
-    if (typeof code === 'string') return code;
-    const message = (err as { message?: unknown }).message;
-    if (typeof message === 'string') return message.replace(/\/\/[^@\s]*@/g, '//***@');
-  }
-  return 'unknown error';
 }

@@ -37,10 +37,11 @@ afterAll(() => {
 describe('Sentinel upstream', () => {
   let master: RedisProcess;
   let gw: PrivateGateway;
+  let sentinelPort = 0;
 
   beforeAll(async () => {
     master = await startRedisServer();
-    const sentinelPort = await freePort();
+    sentinelPort = await freePort();
     const dir = mkdtempSync(join(tmpdir(), 'gw-sentinel-'));
     dirs.push(dir);
     const conf = join(dir, 'sentinel.conf');
@@ -60,6 +61,21 @@ describe('Sentinel upstream', () => {
     await redis.set(`${p}k`, 'via-sentinel');
     expect(await redis.get(`${p}k`)).toBe('via-sentinel');
     expect(cli(master.port, 'GET', `${p}k`).trim()).toBe('via-sentinel');
+  });
+
+  test('a restricted token (default policy) gets its ACL user on the master; scripts stay bound', async () => {
+    const restricted = await privateGateway({ REDIS_URL: `redis+sentinel://127.0.0.1:${sentinelPort}/edge` });
+    try {
+      const p = prefix();
+      const redis = client(restricted);
+      await redis.set(`${p}k`, 'bound');
+      expect(cli(master.port, 'ACL', 'USERS')).toMatch(/edge-gateway-/);
+      const flush = await post(restricted, '/', ['eval', 'return redis.call("FLUSHALL")', '0']);
+      expect(flush.status).toBe(400);
+      expect(cli(master.port, 'GET', `${p}k`).trim()).toBe('bound');
+    } finally {
+      await restricted.close();
+    }
   });
 });
 
@@ -102,6 +118,25 @@ describe('Cluster upstream', () => {
     const res = await post(gw, '/multi-exec', [['set', `${p}a`, 1], ['set', `${p}b`, 2], ['set', `${p}c`, 3]]);
     expect(res.status).toBe(400);
     expect(res.text).toContain('CROSSSLOT');
+  });
+
+  test('a restricted token (default policy) runs on an ACL user made on every master; scripts stay bound', async () => {
+    const restricted = await privateGateway({ REDIS_URL: `redis+cluster://${ports.map((p) => `127.0.0.1:${p}`).join(',')}` });
+    try {
+      const p = prefix();
+      const redis = client(restricted);
+      const keys = Array.from({ length: 20 }, (_, i) => `${p}${i}`);
+      await Promise.all(keys.map((k, i) => redis.set(k, i)));
+      expect(await Promise.all(keys.map((k) => redis.get(k)))).toEqual(keys.map((_, i) => i));
+      for (const port of ports) expect(cli(port, 'ACL', 'USERS')).toMatch(/edge-gateway-/);
+      const flush = await post(restricted, '/', ['eval', 'return redis.call("FLUSHALL")', '0']);
+      expect(flush.status).toBe(400);
+      expect(await redis.get(keys[0] ?? '')).toBe(0);
+      const rl = new Ratelimit({ redis, limiter: Ratelimit.slidingWindow(1, '10 s'), prefix: prefix() });
+      expect([(await rl.limit('{user:2}')).success, (await rl.limit('{user:2}')).success]).toEqual([true, false]);
+    } finally {
+      await restricted.close();
+    }
   });
 
   test('@upstash/ratelimit scripts (shebang flags rewritten) run on the cluster with a hash-tagged identifier', async () => {

@@ -1,0 +1,51 @@
+/**
+ * `npm run docs:gateway`: regenerates the gateway's command lists in README.md from a Redis
+ * command table (gateway/command-docs.ts). It starts a private redis-server on a free port (or
+ * reads `REDIS_URL`), asks it `COMMAND` and `INFO server`, and rewrites the block between the
+ * markers. test/gateway/command-docs.test.ts fails when the block is stale.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { currentBlock, renderCommandLists, replaceBlock } from '../gateway/command-docs.ts';
+import { parseCommandTable, versionOf } from '../gateway/command-table.ts';
+import { redactUrl } from '../gateway/config.ts';
+import { startRedisServer, type RedisProcess } from '../test/support/redis-process.ts';
+
+const README = fileURLToPath(new URL('../README.md', import.meta.url));
+
+function say(line: string): void {
+  process.stdout.write(`docs:gateway: ${line}\n`);
+}
+
+async function main(): Promise<void> {
+  let server: RedisProcess | undefined;
+  let url = process.env['REDIS_URL'];
+  if (url) {
+    say(`reading the command table of ${redactUrl(url)}`);
+  } else {
+    say('starting a private redis-server on a free port to read its command table');
+    server = await startRedisServer();
+    url = server.url;
+  }
+  const redis = new Redis(url, { maxRetriesPerRequest: 1 });
+  try {
+    const table = parseCommandTable(await redis.call('COMMAND'), versionOf(String(await redis.call('INFO', 'server'))));
+    const readme = readFileSync(README, 'utf8');
+    const block = renderCommandLists(table);
+    if (currentBlock(readme) === block) {
+      say(`README.md is up to date (Redis ${table.version}, ${table.commands.size} commands)`);
+      return;
+    }
+    writeFileSync(README, replaceBlock(readme, block));
+    say(`rewrote the command lists in README.md from Redis ${table.version} (${table.commands.size} commands)`);
+  } finally {
+    redis.disconnect();
+    await server?.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`docs:gateway: failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
