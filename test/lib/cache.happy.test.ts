@@ -2,8 +2,9 @@ import { env } from 'cloudflare:workers';
 import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test';
 import { Redis } from '@upstash/redis/cloudflare';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
-import { cacheHeaders, createCache, SCRIPTS, type CacheEvent, type CacheOptions } from '../../src/lib/cache.ts';
-import { keySchema } from '../../src/lib/keys.ts';
+import { createCache, SCRIPTS, type CacheEvent, type CacheOptions } from 'edge-redis/cache';
+import { cacheHeaders } from 'edge-redis/hono';
+import { keySchema } from 'edge-redis/keys';
 import { countTrips } from '../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;

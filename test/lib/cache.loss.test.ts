@@ -7,9 +7,9 @@
  */
 import { Redis } from '@upstash/redis/cloudflare';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createCache, type Cache } from '../../src/lib/cache.ts';
-import { globRegExp } from '../../src/lib/cache-fence.ts';
-import { keySchema, type KeySchema } from '../../src/lib/keys.ts';
+import { createCache, type Cache } from 'edge-redis/cache';
+import { globRegExp } from '../../src/lib/cache/flights.ts';
+import { keySchema, type KeySchema } from 'edge-redis/keys';
 import { privateRedis, type PrivateRedis } from '../support/faults.ts';
 
 let lab: PrivateRedis;

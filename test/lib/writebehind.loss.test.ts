@@ -8,7 +8,7 @@
  */
 import { Redis } from '@upstash/redis/cloudflare';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createWriteBehind, SCRIPTS, type Batch, type WriteBehind, type WriteBehindRedis } from '../../src/lib/writebehind.ts';
+import { createWriteBehind, SCRIPTS, type Batch, type WriteBehind, type WriteBehindRedis } from 'edge-redis/writebehind';
 import { privateRedis, type PrivateRedis } from '../support/faults.ts';
 
 let lab: PrivateRedis;

@@ -8,7 +8,7 @@
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
-import { createWriteBehind, SCRIPTS, WriteBehindError, type Batch, type WriteBehind, type WriteBehindOptions, type WriteBehindRedis } from '../../src/lib/writebehind.ts';
+import { createWriteBehind, SCRIPTS, WriteBehindError, type Batch, type WriteBehind, type WriteBehindOptions, type WriteBehindRedis } from 'edge-redis/writebehind';
 import { countTrips } from '../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
@@ -203,7 +203,7 @@ describe('drain', () => {
     expect(await exactViews(q, store, 'a')).toBe(4);
 
     const err = await q.drain({ group: 'g', consumer: 'c', handler: (b) => store.apply(b) }).catch((e: unknown) => e);
-    expect(err).toMatchObject({ name: 'WriteBehindError', code: 'redis', report: { batches: 1, acked: 0 } });
+    expect(err).toMatchObject({ name: 'WriteBehindError', code: 'unavailable', report: { batches: 1, acked: 0 } });
     // Both sides hold the 4 views now: the store applied them, Redis still counts them as pending.
     expect(store.views.get('a')).toBe(4);
     expect(await redis.hget(tally, 'a')).toBe(4);
@@ -311,9 +311,9 @@ describe('failure policy: fail closed with WriteBehindError', () => {
   it('Redis stopped (the gateway answers 503): enqueue, drain and snapshot reject; the handler is never called', async () => {
     const down = new Redis({ url: inject('downGatewayUrl'), token });
     const q = createWriteBehind({ redis: down, stream: 'x:{down}' });
-    await expect(q.enqueue({ p: 1 })).rejects.toMatchObject({ name: 'WriteBehindError', code: 'redis', op: 'enqueue' });
-    await expect(q.drain({ group: 'g', consumer: 'c', handler: handlerFails })).rejects.toMatchObject({ code: 'redis', op: 'drain' });
-    await expect(q.snapshot(['a'])).rejects.toMatchObject({ code: 'redis', op: 'snapshot' });
+    await expect(q.enqueue({ p: 1 })).rejects.toMatchObject({ name: 'WriteBehindError', code: 'unavailable', op: 'enqueue' });
+    await expect(q.drain({ group: 'g', consumer: 'c', handler: handlerFails })).rejects.toMatchObject({ code: 'unavailable', op: 'drain' });
+    await expect(q.snapshot(['a'])).rejects.toMatchObject({ code: 'unavailable', op: 'snapshot' });
   });
 
   it('recovers a lost script cache with EVAL', async () => {
