@@ -5,7 +5,7 @@ import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { createCache, SCRIPTS, type CacheEvent, type CacheOptions } from 'edge-redis/cache';
 import { cacheHeaders } from 'edge-redis/hono';
 import { keySchema } from 'edge-redis/keys';
-import { countTrips } from '../support/round-trips.ts';
+import { countTrips } from '../../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
 const token = env.UPSTASH_REDIS_REST_TOKEN;

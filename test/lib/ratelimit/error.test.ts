@@ -11,7 +11,7 @@ import { inject } from 'vitest';
 import { keySchema } from 'edge-redis/keys';
 import { authRateLimit, rateLimit, type RateLimitOptions } from 'edge-redis/hono';
 import { createCompoundRatelimit, createRatelimit, RateLimitError, type Limiter } from 'edge-redis/ratelimit';
-import { countTrips } from '../support/round-trips.ts';
+import { countTrips } from '../../support/round-trips.ts';
 
 const token = env.UPSTASH_REDIS_REST_TOKEN;
 const fresh = () => keySchema({ app: `t${crypto.randomUUID().slice(0, 8)}`, env: 'test' });

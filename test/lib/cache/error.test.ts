@@ -4,7 +4,7 @@ import { Redis } from '@upstash/redis/cloudflare';
 import { afterEach, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { CacheError, createCache, SCRIPTS, type CacheRedis } from 'edge-redis/cache';
 import { keySchema } from 'edge-redis/keys';
-import { countTrips } from '../support/round-trips.ts';
+import { countTrips } from '../../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
 const token = env.UPSTASH_REDIS_REST_TOKEN;

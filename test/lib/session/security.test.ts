@@ -12,7 +12,7 @@ import { EdgeRedisError, SessionError } from 'edge-redis';
 import { edgeRedisProblem, onEdgeRedisError, session, type SessionCookieOptions, type SessionVariables } from 'edge-redis/hono';
 import { keySchema } from 'edge-redis/keys';
 import { createSessionStore, SCRIPTS, type SessionRedis, type SessionStoreOptions } from 'edge-redis/session';
-import { countTrips } from '../support/round-trips.ts';
+import { countTrips } from '../../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
 const token = env.UPSTASH_REDIS_REST_TOKEN;

@@ -10,7 +10,7 @@ import { clientIp, rateLimit, type RateLimitOptions } from 'edge-redis/hono';
 import { keySchema, type KeySchema } from 'edge-redis/keys';
 import { createCompoundRatelimit, createRatelimit, ipKey, type LimitResult, type Limiter } from 'edge-redis/ratelimit';
 import { createRedis } from 'edge-redis/redis';
-import { countTrips } from '../support/round-trips.ts';
+import { countTrips } from '../../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
 const redis = new Redis({ url, token: env.UPSTASH_REDIS_REST_TOKEN });

@@ -11,7 +11,7 @@ import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { onEdgeRedisError, session, type SessionVariables } from 'edge-redis/hono';
 import { keySchema } from 'edge-redis/keys';
 import { SCRIPTS } from 'edge-redis/session';
-import { countTrips } from '../support/round-trips.ts';
+import { countTrips } from '../../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
 const token = env.UPSTASH_REDIS_REST_TOKEN;

@@ -8,7 +8,7 @@ import { Redis } from '@upstash/redis/cloudflare';
 import { describe, expect, test } from 'vitest';
 import { keySchema } from 'edge-redis/keys';
 import { createCompoundRatelimit, createRatelimit, LruMap, SCRIPTS, type LimitResult } from 'edge-redis/ratelimit';
-import { countTrips } from '../support/round-trips.ts';
+import { countTrips } from '../../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
 const redis = new Redis({ url, token: env.UPSTASH_REDIS_REST_TOKEN });

@@ -8,9 +8,9 @@
 import { Redis } from '@upstash/redis/cloudflare';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createCache, type Cache } from 'edge-redis/cache';
-import { globRegExp } from '../../src/lib/cache/flights.ts';
+import { globRegExp } from '../../../src/lib/cache/flights.ts';
 import { keySchema, type KeySchema } from 'edge-redis/keys';
-import { privateRedis, type PrivateRedis } from '../support/faults.ts';
+import { privateRedis, type PrivateRedis } from '../../support/faults.ts';
 
 let lab: PrivateRedis;
 beforeAll(async () => {
