@@ -228,7 +228,7 @@ checkout.post('/', validate('header', IdempotencyHeader), async (c) => {
     held = await locking;
   } catch (err) {
     await giveBack([]);
-    throw err; // LockUnavailableError: 503
+    throw err; // LockError unavailable: 503
   }
   const orderId = crypto.randomUUID();
   const userId = user !== undefined && /^[1-9]\d{0,15}$/.test(user) ? Number(user) : null;

@@ -27,7 +27,7 @@ import { IdempotencyError } from './errors.ts';
 import type { KeySchema } from './keys.ts';
 import type { RedisCommands } from './redis.ts';
 import { runScript, type LuaScript } from './script.ts';
-import { digest, hex, randomBytes, wholeNumber } from './util.ts';
+import { digest, hex, randomBytes, storedObject, wholeNumber } from './util.ts';
 
 export { IdempotencyError };
 
@@ -116,16 +116,9 @@ interface Stored { s: 'p' | 'd'; f: string; t?: string; r?: StoredResponse }
 
 /** The client hands back a JSON string already parsed; accept either form, reject anything else. */
 function parse(raw: unknown): Stored | null {
-  let doc = raw;
-  if (typeof raw === 'string') {
-    try {
-      doc = JSON.parse(raw);
-    } catch {
-      return null;
-    }
-  }
-  if (typeof doc !== 'object' || doc === null) return null;
-  const { s, f, t, r } = doc as Record<string, unknown>;
+  const doc = storedObject(raw);
+  if (!doc) return null;
+  const { s, f, t, r } = doc;
   if ((s !== 'p' && s !== 'd') || typeof f !== 'string') return null;
   if (s === 'd') {
     if (typeof r !== 'object' || r === null || typeof (r as StoredResponse).status !== 'number') return null;

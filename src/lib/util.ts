@@ -51,6 +51,23 @@ export function withTimeout<T>(work: Promise<T>, ms: number, late: () => Error):
   return Promise.race([work, deadline]).finally(() => timer !== undefined && clearTimeout(timer));
 }
 
+/**
+ * A stored value's fields: the client parses a stored JSON string unless told not to, so `raw` may
+ * be the string or the value; anything that is not a JSON object (garbage, another writer's value)
+ * is undefined.
+ */
+export function storedObject(raw: unknown): Record<string, unknown> | undefined {
+  let doc = raw;
+  if (typeof raw === 'string') {
+    try {
+      doc = JSON.parse(raw);
+    } catch {
+      return undefined;
+    }
+  }
+  return typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? (doc as Record<string, unknown>) : undefined;
+}
+
 /** A script reply that is JSON: the client parses replies that look like JSON unless told not to; accept both forms. */
 export function jsonReply(reply: unknown): unknown {
   return typeof reply === 'string' ? JSON.parse(reply) : reply;

@@ -5,6 +5,7 @@
  * comes first, so the read script can match it without decoding the value; the body (`v`, `t`, `n`)
  * is {@link body}'s. `n` marks a cached null/undefined ("no such thing"), which skips validation.
  */
+import { storedObject } from '../util.ts';
 import type { CacheReason } from './types.ts';
 
 export interface Envelope {
@@ -23,16 +24,9 @@ export function body(value: unknown, versions: ReadonlyMap<string, string>): str
 
 /** A stored value as an envelope, or undefined when it is not one (garbage, another writer's value). */
 export function parseEnvelope(raw: unknown): Envelope | undefined {
-  let doc = raw;
-  if (typeof raw === 'string') {
-    try {
-      doc = JSON.parse(raw);
-    } catch {
-      return undefined;
-    }
-  }
-  if (typeof doc !== 'object' || doc === null) return undefined;
-  const { c, f, s, v, t, n } = doc as Record<string, unknown>;
+  const doc = storedObject(raw);
+  if (!doc) return undefined;
+  const { c, f, s, v, t, n } = doc;
   if (typeof c !== 'number' || typeof f !== 'number' || typeof s !== 'number') return undefined;
   if (t !== undefined && (typeof t !== 'object' || t === null)) return undefined;
   return { c, f, s, v, t: (t ?? {}) as Record<string, unknown>, n: n === 1 };

@@ -1,5 +1,5 @@
 /**
- * src/lib/cache.ts when Redis forgets, on a private Redis of this file (test/support/faults.ts).
+ * src/lib/cache/ when Redis forgets, on a private Redis of this file (test/support/faults.ts).
  * The README's invariant: after an invalidation is acknowledged, no read (getOrLoad, getMany, a
  * stale-while-revalidate refresh, a single-flight joiner) serves what the store held before it,
  * whichever of the cache's keys Redis lost: entries, tag versions, locks, tombstones. What may be
