@@ -4,7 +4,8 @@
  * 1. `npm pack` (which builds dist/ through `prepack`) and a copy of examples/consumer, a Worker of
  *    its own that imports edge-redis by name;
  * 2. `npm install` of the tarball there (its dependencies come from the registry or npm's cache);
- * 3. the consumer's `typecheck` (tsc, strict, the package's .d.ts only) and `build` (wrangler);
+ * 3. the consumer's `typecheck` (tsc, strict, the package's .d.ts only; the README's "Use it in your
+ *    Worker" example is checked with it, as src/readme-example.ts) and `build` (wrangler);
  * 4. a private redis-server and the gateway started from the tarball's `edge-redis-gateway` bin,
  *    configured from the environment like `npm run gateway`, until its /healthz answers 200;
  * 5. the consumer's tests: its bundle in workerd (Miniflare) against that gateway.
@@ -18,7 +19,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -81,6 +82,11 @@ try {
   const tarball = path.join(tmp, readdirSync(tmp).find((f) => f.endsWith('.tgz'))!);
   const app = path.join(tmp, 'consumer');
   cpSync(path.join(root, 'examples', 'consumer'), app, { recursive: true, filter: (src) => !/[/\\](node_modules|dist|\.wrangler)$/.test(src) });
+  // The README's example, typechecked with the consumer (it is not bundled: main is src/index.ts).
+  const readme = readFileSync(path.join(root, 'README.md'), 'utf8');
+  const example = /## Use it in your Worker[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+  if (example === undefined) throw new Error('README.md has no ```ts block under "## Use it in your Worker"');
+  writeFileSync(path.join(app, 'src', 'readme-example.ts'), `${example}\nexport default app;\n`);
   await run('install', 'npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', tarball], app);
   await run('typecheck', 'npm', ['run', '--silent', 'typecheck'], app);
   await run('build', 'npm', ['run', '--silent', 'build'], app);
