@@ -27,6 +27,7 @@ import { z } from 'zod';
 import type { AppEnv } from '../env.ts';
 import type { CacheResult } from 'edge-redis/cache';
 import { cacheHeaders } from 'edge-redis/hono';
+import { fingerprint } from 'edge-redis/idempotency';
 import { publishJson } from 'edge-redis/pubsub';
 import { AppError } from '../errors.ts';
 import { d1 } from './d1.ts';
@@ -75,10 +76,9 @@ interface Row { id: number; name: string; category: (typeof CATEGORIES)[number];
 const COLUMNS = 'id, name, category, price_cents, stock';
 const toProduct = (r: Row): Product => ({ id: r.id, name: r.name, price: r.price_cents / 100, stock: r.stock, category: r.category });
 
-/** A strong ETag: the first 128 bits of SHA-256 over the JSON the client gets. */
+/** A strong ETag: the first 128 bits of SHA-256 over the (canonical) JSON the client gets. */
 async function etagOf(value: unknown): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(JSON.stringify(value))));
-  return `"${Array.from(digest.slice(0, 16), (b) => b.toString(16).padStart(2, '0')).join('')}"`;
+  return `"${(await fingerprint(value)).slice(0, 32)}"`;
 }
 
 /** If-None-Match uses the weak comparison (RFC 9110 §13.1.2): `W/` is ignored, `*` matches. */

@@ -38,6 +38,11 @@ local function counted(id, flat, from)
   if f and from and not before(id, from) then return f end
   return nil
 end
+-- Redis time in µs: the floor of every batch sequence.
+local function nowUs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local function untally(id, flat)
   local f = counted(id, flat, redis.call('HGET', tally, '_e'))
   if f and redis.call('HINCRBY', tally, f, -1) <= 0 then redis.call('HDEL', tally, f) end
@@ -68,7 +73,7 @@ if over > 0 then
   end
 end
 return id`,
-    sha: '52b144ebd5fc676d7caff5aacad89c549a894e37',
+    sha: '95c6a8dd139fa2d2501adc0b222352de3efb53c7',
   },
   // KEYS: stream, tally, dlq, seq. ARGV: group, consumer, count, min idle ms, max deliveries, dlq maxLen.
   // Creates the group if missing; reclaims idle entries (dead-lettering those delivered too often),
@@ -106,13 +111,12 @@ if #batch < count then
 end
 local seq = '0'
 if #batch > 0 then
-  local t = redis.call('TIME')
-  local n = math.max((tonumber(redis.call('GET', seqKey)) or 0) + 1, t[1] * 1000000 + t[2])
+  local n = math.max((tonumber(redis.call('GET', seqKey)) or 0) + 1, nowUs())
   seq = string.format('%d', n)
   redis.call('SET', seqKey, seq)
 end
 return cjson.encode({seq, batch, dead})`,
-    sha: '72299464dea2febe6342307f050c06faf9bb9f3b',
+    sha: 'a7dbef315267be0607e455dab58f51dde6746e9c',
   },
   // KEYS: stream, tally. ARGV: group, ids. Retires each entry this call acks (an entry another drain
   // acked first is left alone): out of the tally, out of the stream. Returns how many were acked.
@@ -131,7 +135,7 @@ for i = 2, #ARGV do
   end
 end
 return n`,
-    sha: '44d8e3732f595dbe143484ef93bd9f1e105d5ca5',
+    sha: '7b0946720469691364e75a5b6a6ca09be6f20538',
   },
   // KEYS: stream, tally, seq. ARGV: tally fields. Returns JSON {seq, [[count, [in-flight ids]] per
   // field]}: what the tally counts, and which of those entries are in flight (in a group's PEL).
@@ -140,10 +144,7 @@ return n`,
 local want, out = {}, {}
 for i = 1, #ARGV do want[ARGV[i]] = i; out[i] = {0, {}} end
 local seq = redis.call('GET', seqKey)
-if not seq then
-  local t = redis.call('TIME')
-  seq = string.format('%d', t[1] * 1000000 + t[2])
-end
+if not seq then seq = string.format('%d', nowUs()) end
 local from = redis.call('EXISTS', stream) == 1 and redis.call('HGET', tally, '_e')
 if from then
   for i = 1, #ARGV do out[i][1] = tonumber(redis.call('HGET', tally, ARGV[i]) or '0') end
@@ -166,7 +167,7 @@ if from then
   end
 end
 return cjson.encode({seq, out})`,
-    sha: 'cdd11fa4addb0f522c6480e64aa410b93aea194d',
+    sha: 'ed3cfffdc009c5a6f6ad9fd3348845f640d5791e',
     ro: true,
   },
 } as const satisfies Record<string, LuaScript>;
