@@ -80,7 +80,7 @@ export function services(env: Env): Services {
     }),
     checkoutKeys: createIdempotency({ redis, keys, namespace: 'checkout', ...CHECKOUT_IDEMPOTENCY }),
     bestSellers: createLeaderboard({ redis, keys, name: 'best-sellers' }),
-    views: createWriteBehind({ redis, stream: keys.slotted('wb', 'views'), maxLen: 100_000 }),
+    views: createWriteBehind({ redis, keys, name: 'views', maxLen: 100_000 }),
   };
   built.set(env, s);
   return s;

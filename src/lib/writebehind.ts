@@ -24,7 +24,7 @@
  * client). Every operation is one Lua script, so each step is atomic. A drain goes on until the
  * stream is empty, `budgetMs` is spent or `maxBatches` are done, whichever comes first.
  *
- * Keys (give `stream` a hash tag, e.g. `keys.slotted('wb', 'views')`, so all share a Cluster slot):
+ * Keys (`stream` is `keys.slotted('wb', name)`: all of them share its hash tag, one Cluster slot):
  * `<stream>` the queue (one consumer group per stream: an ack deletes the entry); `<stream>:dlq`
  * dead letters (fields + `_id`, `_deliveries`); `<stream>:tally`; `<stream>:seq`.
  *
@@ -39,12 +39,13 @@
  * are dropped, out of their tally too. Size it above the backlog of the longest drain outage you accept.
  *
  * @example
- * const views = createWriteBehind({ redis, stream: keys.slotted('wb', 'views') });
+ * const views = createWriteBehind({ redis, keys, name: 'views' });
  * c.executionCtx.waitUntil(views.enqueue({ p: '42' }, { tally: '42' }));
  * // in scheduled():
  * await views.drain({ group: 'd1', consumer: 'cron', handler: (b) => store(b.seq, b.entries) });
  */
 import { WriteBehindError, type DrainProgress } from './errors.ts';
+import type { KeySchema } from './keys.ts';
 import type { RedisCommands } from './redis.ts';
 import { runScript } from './script.ts';
 import { jsonReply, wholeNumber } from './util.ts';
@@ -125,12 +126,15 @@ export interface WriteBehind {
   drain(options: DrainOptions): Promise<DrainReport>;
   /** Atomically: the last batch `seq` and, per tally field, the unacked count and in-flight ids. 1 round trip. */
   snapshot(tallies: readonly string[]): Promise<{ seq: number; pending: Pending[] }>;
+  /** The queue's keys (for inspecting the backlog or the dead letters with plain commands). */
+  readonly keys: { stream: string; dlq: string; tally: string; seq: string };
 }
 
 export interface WriteBehindOptions {
   redis: WriteBehindRedis;
-  /** The stream key. Its companions are `<stream>:dlq`, `:tally`, `:seq`. */
-  stream: string;
+  keys: KeySchema;
+  /** The queue's name: its stream is `keys.slotted('wb', name)`, with `:dlq`, `:tally`, `:seq` beside it. */
+  name: string;
   /** Approximate cap on the stream's length. @default 100_000 */
   maxLen?: number;
   /** Approximate cap on the dead-letter stream's length. @default 10_000 */
@@ -159,15 +163,17 @@ function entryOf(row: unknown): StreamEntry {
  * A write-behind queue on one stream. Does no I/O until called.
  *
  * @example
- * const q = createWriteBehind({ redis, stream: keys.slotted('wb', 'views'), maxLen: 100_000 });
+ * const q = createWriteBehind({ redis, keys, name: 'views', maxLen: 100_000 });
  * await q.enqueue({ p: 42 }, { tally: '42' });
  */
-export function createWriteBehind({ redis, stream, maxLen = 100_000, dlqMaxLen = 10_000 }: WriteBehindOptions): WriteBehind {
+export function createWriteBehind({ redis, keys, name, maxLen = 100_000, dlqMaxLen = 10_000 }: WriteBehindOptions): WriteBehind {
+  const stream = keys.slotted('wb', name);
   wholeNumber('write-behind: maxLen', maxLen);
   wholeNumber('write-behind: dlqMaxLen', dlqMaxLen);
   const k = { stream, dlq: `${stream}:dlq`, tally: `${stream}:tally`, seq: `${stream}:seq` };
 
   return {
+    keys: k,
     async enqueue(fields, { tally } = {}) {
       const flat: string[] = [];
       for (const [name, value] of Object.entries(fields)) {

@@ -9,6 +9,7 @@ import { env } from 'cloudflare:workers';
 import { afterEach, describe, expect, inject, it, vi } from 'vitest';
 import { applyViews, flushViews, readViews, VIEW_DRAIN, viewQueue } from '../../src/functions/views.ts';
 import { createWriteBehind, SCRIPTS, type WriteBehindRedis } from 'edge-redis/writebehind';
+import { services } from '../../src/services.ts';
 import { ADMIN, call, createProduct, fileEnv, prefixOf, runCron } from './products.support.ts';
 
 const e = fileEnv();
@@ -38,7 +39,8 @@ describe('a crash between the D1 commit and the ack', () => {
       evalshaRo: redis.evalshaRo.bind(redis) as WriteBehindRedis['evalshaRo'],
       evalRo: redis.evalRo.bind(redis) as WriteBehindRedis['evalRo'],
     };
-    const crashing = createWriteBehind({ redis: noAck, stream });
+    const crashing = createWriteBehind({ redis: noAck, keys: services(e).keys, name: 'views' });
+    expect(crashing.keys.stream).toBe(stream);
     await expect(crashing.drain({ ...VIEW_DRAIN, handler: (b) => applyViews(env.DB, b) })).rejects.toMatchObject({ code: 'unavailable' });
     expect(await flushed(p.id)).toBe(3); // committed in D1...
     expect(await redis.hget(`${stream}:tally`, String(p.id))).toBe(3); // ...and still pending in Redis
