@@ -4,8 +4,31 @@
  * test/global-setup.ts starts Redis and the gateways once for both and provides their addresses;
  * the injected bindings override the vars of wrangler.toml.
  */
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-plugin';
-import { defineConfig } from 'vitest/config';
+import { defineConfig, type Plugin } from 'vitest/config';
+
+/**
+ * `edge-redis` and `edge-redis/<entry>` (the package importing itself by name, as its users do)
+ * resolved through package.json's `exports` to the entry's source: vite does not resolve a
+ * package's own name, and the "edge-redis:source" condition names the source of each export. Only
+ * what `exports` lists resolves, as for a user of the package.
+ */
+function edgeRedisSource(): Plugin {
+  const root = new URL('./', import.meta.url);
+  const pkg = JSON.parse(readFileSync(new URL('package.json', root), 'utf8')) as { name: string; exports: Record<string, Record<string, string>> };
+  return {
+    name: 'edge-redis-source',
+    enforce: 'pre',
+    resolveId(id) {
+      if (id !== pkg.name && !id.startsWith(`${pkg.name}/`)) return undefined;
+      const target = pkg.exports[`.${id.slice(pkg.name.length)}`]?.['edge-redis:source'];
+      if (target === undefined) throw new Error(`${id} is not an entry of package.json "exports"`);
+      return fileURLToPath(new URL(target, root));
+    },
+  };
+}
 
 // The D1 migrations (schema + seed), applied to the test database by test/apply-migrations.ts.
 const migrations = await readD1Migrations('./migrations');
@@ -23,6 +46,7 @@ export default defineConfig({
       },
       {
         plugins: [
+          edgeRedisSource(),
           cloudflareTest(({ inject }) => ({
             wrangler: { configPath: './wrangler.toml' },
             miniflare: {

@@ -7,8 +7,9 @@
  * const app = new Hono<AppEnv>();
  * app.get('/x', (c) => c.text(c.env.APP_ENV));
  */
-import type { LimitResult } from './lib/ratelimit.ts';
-import type { Session } from './lib/session.ts';
+import type { Session } from 'edge-redis/session';
+import type { LimitResult } from 'edge-redis/ratelimit';
+import type { Services } from './services.ts';
 
 /** What a visitor's session holds (src/functions/auth.ts, cart.ts). */
 export type SessionShape = {
@@ -21,11 +22,11 @@ export type SessionShape = {
 export type AppEnv = {
   Bindings: Env;
   Variables: {
-    /** `session()` middleware (src/lib/session.ts): lazy, no Redis call until used. */
+    /** `provideServices` (src/middleware.ts): this env's services, built once per env (src/services.ts). */
+    services: Services;
+    /** `sessions` (src/middleware.ts): lazy, no Redis call until used. */
     session: Session<SessionShape>;
-    /** Rate-limit middleware: the check's result. */
+    /** `defaultRateLimit` (src/middleware.ts): the check's result. */
     rateLimit?: LimitResult;
-    /** Set once a request is known to belong to a logged-in user (rate limits key on it). */
-    user?: string | { id: string | number };
   };
 };

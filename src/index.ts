@@ -1,10 +1,12 @@
 /**
- * The Worker: assembles the app. Resource routes live in `./functions/*`, Redis patterns in
- * `./lib/*`, app-wide middleware in `./middleware.ts`; every error leaves as problem+json through
- * `./lib/errors.ts`.
+ * The Worker: assembles the app. Resource routes live in `./functions/*`, the per-env services in
+ * `./services.ts` (the Redis patterns come from the `edge-redis` package, whose source is `./lib`),
+ * app-wide middleware in `./middleware.ts`; every error leaves as problem+json through `./errors.ts`.
  */
 import { Hono } from 'hono';
+import { classifyRedisError, createRedis, type RedisFailure } from 'edge-redis/redis';
 import type { AppEnv } from './env.ts';
+import { notFound, onError } from './errors.ts';
 import auth from './functions/auth.ts';
 import cart from './functions/cart.ts';
 import checkout from './functions/checkout.ts';
@@ -13,9 +15,7 @@ import leaderboard from './functions/leaderboard.ts';
 import { docsPage, openApiDocument } from './functions/openapi.ts';
 import products from './functions/products.ts';
 import { scheduled } from './functions/scheduled.ts';
-import { notFound, onError } from './lib/errors.ts';
-import { classifyRedisError, createRedis, type RedisFailure } from './lib/redis.ts';
-import { csrfGuard, defaultRateLimit, limitBody, sessions } from './middleware.ts';
+import { csrfGuard, defaultRateLimit, limitBody, provideServices, sessions } from './middleware.ts';
 
 const app = new Hono<AppEnv>();
 
@@ -54,7 +54,7 @@ app.get('/openapi.json', (c) =>
 );
 app.get('/docs', (c) => c.html(docsPage('/openapi.json')));
 
-app.use(limitBody, csrfGuard, defaultRateLimit, sessions);
+app.use(limitBody, csrfGuard, provideServices, defaultRateLimit, sessions);
 app.route('/checkout', checkout);
 app.route('/leaderboard', leaderboard);
 app.route('/events', events);

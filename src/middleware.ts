@@ -1,14 +1,15 @@
 /**
- * App-wide middleware, in the order src/index.ts mounts it: body limit → CSRF guard → default rate
- * limit → session. Each is built once per `env` (see services.ts), not per request.
+ * App-wide middleware, in the order src/index.ts mounts it: body limit → CSRF guard → services →
+ * default rate limit → session. None keeps state of its own: the per-env services (src/services.ts)
+ * arrive on `c.var.services`, and the library's middlewares take them from there.
  */
-import type { Context, MiddlewareHandler } from 'hono';
+import type { MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { getCookie } from 'hono/cookie';
-import type { AppEnv } from './env.ts';
-import { AppError } from './lib/errors.ts';
-import { rateLimit } from './lib/ratelimit.ts';
-import { session } from './lib/session.ts';
+import { createMiddleware } from 'hono/factory';
+import { rateLimit, session } from 'edge-redis/hono';
+import type { AppEnv, SessionShape } from './env.ts';
+import { AppError } from './errors.ts';
 import { services } from './services.ts';
 
 /** Largest JSON body any route takes. */
@@ -24,8 +25,10 @@ export const limitBody = bodyLimit({
 
 /** The session cookie: `__Host-sid` (Secure) in production; `sid` over plain http in development. */
 export function sessionCookie(env: Env): { name: string; secure: boolean } {
-  return env.APP_ENV === 'development' ? { name: 'sid', secure: false } : { name: '__Host-sid', secure: true };
+  return env.APP_ENV === 'development' ? DEV_COOKIE : PROD_COOKIE;
 }
+const DEV_COOKIE = { name: 'sid', secure: false };
+const PROD_COOKIE = { name: '__Host-sid', secure: true };
 
 const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
@@ -35,7 +38,7 @@ const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
  * names no origin at all while relying on the cookie, is refused with 403. Requests without the
  * cookie (API clients with a bearer token, curl) are not cookie-authenticated and pass.
  */
-export const csrfGuard: MiddlewareHandler<AppEnv> = async function csrfGuard(c, next) {
+export const csrfGuard = createMiddleware<AppEnv>(async function csrfGuard(c, next) {
   if (UNSAFE.has(c.req.method) && getCookie(c, sessionCookie(c.env).name) !== undefined) {
     const site = c.req.header('sec-fetch-site');
     const origin = c.req.header('origin');
@@ -46,26 +49,23 @@ export const csrfGuard: MiddlewareHandler<AppEnv> = async function csrfGuard(c, 
     }
   }
   await next();
-};
+});
 
-const perEnv = new WeakMap<Env, { limit: MiddlewareHandler<AppEnv>; session: MiddlewareHandler<AppEnv> }>();
+/** `c.var.services`: this env's services (built on the env's first request, then reused). */
+export const provideServices = createMiddleware<AppEnv>(async function provideServices(c, next) {
+  c.set('services', services(c.env));
+  await next();
+});
 
-function built(env: Env) {
-  let m = perEnv.get(env);
-  if (!m) {
-    const s = services(env);
-    m = {
-      // Reads run alongside their check (one round trip for check + handler); writes wait for it.
-      limit: rateLimit({ limiter: s.apiLimiter, key: 'ip', concurrent: true }) as unknown as MiddlewareHandler<AppEnv>,
-      session: session({ redis: s.redis, keys: s.keys, cookie: sessionCookie(env) }) as unknown as MiddlewareHandler<AppEnv>,
-    };
-    perEnv.set(env, m);
-  }
-  return m;
-}
+/**
+ * `API_RATE_LIMIT` requests per minute per IP (IPv6 by /64) on every route; fails open. Reads run
+ * alongside their check (one round trip for check + handler); writes wait for it.
+ */
+export const defaultRateLimit = rateLimit<AppEnv>({ limiter: (c) => c.var.services.apiLimiter, concurrent: true });
 
-/** `API_RATE_LIMIT` requests per minute per IP (IPv6 by /64) on every route; fails open. */
-export const defaultRateLimit: MiddlewareHandler<AppEnv> = (c: Context<AppEnv>, next) => built(c.env).limit(c, next);
+// The cookie differs by environment only, so both middlewares are built once, here.
+const devSessions = session<SessionShape, AppEnv>({ store: (c) => c.var.services.sessions, cookie: DEV_COOKIE });
+const prodSessions = session<SessionShape, AppEnv>({ store: (c) => c.var.services.sessions, cookie: PROD_COOKIE });
 
-/** The lazy session (src/lib/session.ts) on `c.get('session')`. */
-export const sessions: MiddlewareHandler<AppEnv> = (c: Context<AppEnv>, next) => built(c.env).session(c, next);
+/** The lazy session (edge-redis/session) on `c.var.session`, with this environment's cookie ({@link sessionCookie}). */
+export const sessions: MiddlewareHandler<AppEnv> = (c, next) => (c.env.APP_ENV === 'development' ? devSessions : prodSessions)(c, next);

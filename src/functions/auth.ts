@@ -1,7 +1,7 @@
 /**
  * Accounts and sessions: register, log in and out, list and revoke the sessions of the logged-in user.
  *
- * - Passwords: PBKDF2-SHA-256 through WebCrypto (src/lib/password.ts), in D1 `users.password_hash`.
+ * - Passwords: PBKDF2-SHA-256 through WebCrypto (./password.ts), in D1 `users.password_hash`.
  *   Usernames are unique case-insensitively (`UNIQUE COLLATE NOCASE`); registering does not log in.
  * - Login: validated first (a malformed body costs no try and no Redis), then limited as OWASP
  *   says (./login-limits.ts): `LOGIN_RATE_LIMIT` FAILED tries per 15 minutes per IP + lower-cased
@@ -32,13 +32,12 @@
 import { Hono, type MiddlewareHandler } from 'hono';
 import { z } from 'zod';
 import type { AppEnv, SessionShape } from '../env.ts';
-import { AppError } from '../lib/errors.ts';
-import { hashPassword, needsRehash, verifyPassword, verifyUnknownUser } from '../lib/password.ts';
-import type { Session } from '../lib/session.ts';
-import { services } from '../services.ts';
+import { AppError } from '../errors.ts';
+import type { Session } from 'edge-redis/session';
 import { d1 } from './d1.ts';
 import { admitLogin, loginSucceeded } from './login-limits.ts';
 import { route, validate } from './openapi.ts';
+import { hashPassword, needsRehash, verifyPassword, verifyUnknownUser } from './password.ts';
 
 const Username = z
   .string()
@@ -123,7 +122,6 @@ auth.post('/login', validate('json', Login), preloadSession, async (c) => {
   await session.login(String(row.id));
   // The new session and the attempt's success leave in one round trip.
   await loginSucceeded(c, attempt, session.save());
-  c.set('user', String(row.id));
   if (needsRehash(row.password_hash)) {
     // An older, cheaper hash: upgrade it now that the password is known. Off the response path.
     c.executionCtx.waitUntil(
@@ -152,8 +150,7 @@ route({
 });
 auth.get('/sessions', async (c) => {
   const userId = await requireUser(c.get('session'));
-  c.set('user', userId);
-  const [list, current] = await Promise.all([services(c.env).sessions.listSessions(userId), c.get('session').handle()]);
+  const [list, current] = await Promise.all([c.var.services.sessions.listSessions(userId), c.get('session').handle()]);
   const iso = (ms: number) => new Date(ms).toISOString();
   return c.json({
     items: list.map((s) => ({
@@ -169,7 +166,6 @@ route({
 });
 auth.delete('/sessions/:id', validate('param', z.object({ id: SessionId })), async (c) => {
   const userId = await requireUser(c.get('session'));
-  c.set('user', userId);
   const { id } = c.req.valid('param');
   const session = c.get('session');
   if (id === (await session.handle())) {
@@ -177,7 +173,7 @@ auth.delete('/sessions/:id', validate('param', z.object({ id: SessionId })), asy
     return c.body(null, 204);
   }
   // The revoke script checks the owner, so another user's handle is "not found", not a 403 oracle.
-  if (!(await services(c.env).sessions.revokeSession(userId, id))) throw new AppError('not_found', { detail: 'No such session.' });
+  if (!(await c.var.services.sessions.revokeSession(userId, id))) throw new AppError('not_found', { detail: 'No such session.' });
   return c.body(null, 204);
 });
 
@@ -189,11 +185,10 @@ route({
 });
 auth.post('/logout-all', validate('query', KeepCurrent), async (c) => {
   const userId = await requireUser(c.get('session'));
-  c.set('user', userId);
   const keep = c.req.valid('query').keepCurrent === 'true';
   const session = c.get('session');
   const current = await session.handle();
-  const others = await services(c.env).sessions.revokeAll(userId, { except: current });
+  const others = await c.var.services.sessions.revokeAll(userId, { except: current });
   if (keep) return c.json({ revoked: others }, 200);
   session.destroy(); // ends this one in the save after the handler, and clears the cookie
   return c.json({ revoked: others + 1 }, 200);

@@ -24,9 +24,8 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import type { AppEnv, SessionShape } from '../env.ts';
-import type { Session } from '../lib/session.ts';
-import { AppError } from '../lib/errors.ts';
-import { services } from '../services.ts';
+import type { Session } from 'edge-redis/session';
+import { AppError } from '../errors.ts';
 import { d1 } from './d1.ts';
 import { route, validate } from './openapi.ts';
 import { productKey } from './products.ts';
@@ -92,7 +91,7 @@ cart.get('/', async (c) => {
   const lines = readCart(await c.get('session').get('cart'));
   if (lines.size === 0) return c.json({ items: [], total: 0 });
   const ids = [...lines.keys()];
-  const found = await services(c.env).cache.getMany(ids.map(productKey), { validate: CachedProduct });
+  const found = await c.var.services.cache.getMany(ids.map(productKey), { validate: CachedProduct });
   const known = new Map<number, { name: string; priceCents: number }>();
   const missing: number[] = [];
   found.forEach((hit, i) => {

@@ -5,8 +5,8 @@
  *    session's handle) and hashed: one visitor can never claim, or read, another's order by key.
  *    (So a retry across a login, which changes the scope, counts as a new request.) The request's
  *    fingerprint is a hash of the cart's lines.
- * 2. The key is claimed (SET NX GET PX, src/lib/idempotency.ts) in the same round trip as a first
- *    try at every product's lock (src/lib/multilock.ts); a busy lock is then waited for in a fixed
+ * 2. The key is claimed (SET NX GET PX, edge-redis/idempotency) in the same round trip as a first
+ *    try at every product's lock (`acquireAll`, edge-redis/lock); a busy lock is then waited for in a fixed
  *    (sorted) order, so two checkouts never deadlock. A duplicate in progress gets 409 + Retry-After
  *    (unless D1 already has its order: then that order); a finished one gets the same 201 again with
  *    `Idempotent-Replayed: true`; the same key with a different cart gets 422. Only a placed order is
@@ -37,15 +37,13 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import type { AppEnv } from '../env.ts';
-import { AppError } from '../lib/errors.ts';
-import { createIdempotency, fingerprint, type Claim, type Idempotency, type StoredResponse } from '../lib/idempotency.ts';
-import type { Lock } from '../lib/lock.ts';
-import { acquireAll, releaseAll } from '../lib/multilock.ts';
-import { publishJson } from '../lib/pubsub.ts';
-import { services } from '../services.ts';
+import { AppError } from '../errors.ts';
+import { fingerprint, type Claim, type StoredResponse } from 'edge-redis/idempotency';
+import { acquireAll, releaseAll, type Lock } from 'edge-redis/lock';
+import { publishJson } from 'edge-redis/pubsub';
+import { CHECKOUT_IDEMPOTENCY, type Services } from '../services.ts';
 import { MAX_LINES, MAX_QUANTITY } from './cart.ts';
 import { inventoryChannel, type InventoryEvent } from './events.ts';
-import { bestSellers } from './leaderboard.ts';
 import { route, validate } from './openapi.ts';
 import { findOrder, placeOrder, type Line, type Placed } from './orders.ts';
 import { productKey } from './products.ts';
@@ -55,9 +53,9 @@ export const LOCK_LEASE_MS = 10_000;
 /** How long a checkout waits for busy product locks before answering 409. */
 export const LOCK_WAIT_MS = 5_000;
 /** How long a claimed key blocks duplicates if its request dies before finishing. */
-export const PENDING_MS = 30_000;
+export const PENDING_MS = CHECKOUT_IDEMPOTENCY.pendingMs;
 /** How long a placed order is replayed for its key. */
-export const REPLAY_MS = 86_400_000;
+export const REPLAY_MS = CHECKOUT_IDEMPOTENCY.ttlMs;
 /** Order batches per checkout: the first, and up to two after a fence D1 had already passed. */
 const FENCE_TRIES = 3;
 
@@ -75,25 +73,13 @@ const IdempotencyHeader = z.object({
     .describe('A unique key per order (e.g. a UUID): retrying with the same key never orders twice'),
 });
 
-const idems = new WeakMap<Env, Idempotency>();
-function idempotency(env: Env): Idempotency {
-  let i = idems.get(env);
-  if (!i) {
-    const s = services(env);
-    i = createIdempotency({ redis: s.redis, keys: s.keys, namespace: 'checkout', pendingMs: PENDING_MS, ttlMs: REPLAY_MS });
-    idems.set(env, i);
-  }
-  return i;
-}
-
 /**
  * Drops the cached copies that show the stock just changed: each product's entry (the key of
  * src/functions/products.ts) and, through the `products` tag, every cached list page, since pages
  * show stock too. Trade-off: every order retires the list pages; a shop whose lists can live with a
  * stale stock figure could skip the tag (the inventory events carry the live numbers).
  */
-function invalidateProducts(env: Env, ids: readonly number[]): Promise<unknown>[] {
-  const { cache } = services(env);
+function invalidateProducts({ cache }: Services, ids: readonly number[]): Promise<unknown>[] {
   return [...ids.map((id) => cache.invalidate(productKey(id))), cache.invalidateTag('products')];
 }
 
@@ -157,8 +143,8 @@ checkout.post('/', validate('header', IdempotencyHeader), async (c) => {
   const clientKey = c.req.valid('header')['idempotency-key'];
   await checkEmptyBody(c.req.text());
   const env = c.env;
-  const s = services(env);
-  const idem = idempotency(env);
+  const s = c.var.services;
+  const idem = s.checkoutKeys;
   const session = c.get('session');
   /**
    * A placed order's answer. The cart is emptied and the session saved NOW, inside the handler
@@ -242,7 +228,7 @@ checkout.post('/', validate('header', IdempotencyHeader), async (c) => {
     held = await locking;
   } catch (err) {
     await giveBack([]);
-    throw err; // LockUnavailableError: 503
+    throw err; // LockError unavailable: 503
   }
   const orderId = crypto.randomUUID();
   const userId = user !== undefined && /^[1-9]\d{0,15}$/.test(user) ? Number(user) : null;
@@ -308,14 +294,14 @@ checkout.post('/', validate('header', IdempotencyHeader), async (c) => {
 
   const response = { status: 201, body: placed.body };
   const event: InventoryEvent = { type: 'inventory.changed', items: placed.stock, at: Date.now() };
-  const board = bestSellers(env);
+  const board = s.bestSellers;
   // Everything below, the session's save included, leaves in ONE round trip: all of it is issued in this task.
   return answer(placed.body, false, [
     ['locks', releaseAll(held)],
     ['idempotency', idem.complete(key, fp, response)],
     ...lines.map((l): [string, Promise<unknown>] => ['leaderboard', board.increment(String(l.productId), l.quantity)]),
-    ...invalidateProducts(env, lines.map((l) => l.productId)).map((p): [string, Promise<unknown>] => ['cache', p]),
-    ['event', publishJson(s.redis, inventoryChannel(env), event)],
+    ...invalidateProducts(s, lines.map((l) => l.productId)).map((p): [string, Promise<unknown>] => ['cache', p]),
+    ['event', publishJson(s.redis, inventoryChannel(s), event)],
   ]);
 });
 

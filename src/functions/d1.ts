@@ -2,7 +2,7 @@
  * How the routes meet a D1 failure: it is an outage (503 problem+json with Retry-After), not a bug
  * (500). The cause travels on the error for `app.onError` to log; the client sees only the detail.
  */
-import { AppError } from '../lib/errors.ts';
+import { AppError } from '../errors.ts';
 
 /**
  * Waits for one D1 call (a statement or a batch). On failure, rejects with `AppError('unavailable')`:

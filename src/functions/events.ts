@@ -1,6 +1,6 @@
 /**
  * `GET /events/inventory`: Server-Sent Events relaying the inventory channel to a browser while its
- * request lives (src/lib/pubsub.ts). `POST /checkout` publishes `{ type: 'inventory.changed', items:
+ * request lives (edge-redis/pubsub). `POST /checkout` publishes `{ type: 'inventory.changed', items:
  * [{ productId, stock }], at }` there; each message arrives as `event: inventory`.
  *
  * Cost: one streaming HTTP request to the REST endpoint for the life of the stream (Upstash bills the
@@ -15,13 +15,13 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import type { AppEnv } from '../env.ts';
-import { sseRelay, SSE_HEADERS, PubSubUnavailableError } from '../lib/pubsub.ts';
-import { createRedis } from '../lib/redis.ts';
-import { services } from '../services.ts';
+import { PubSubError, sseRelay, SSE_HEADERS } from 'edge-redis/pubsub';
+import { createRedis } from 'edge-redis/redis';
+import type { Services } from '../services.ts';
 import { route } from './openapi.ts';
 
 /** The channel inventory changes are published on. */
-export const inventoryChannel = (env: Env): string => services(env).keys.key('events', 'inventory');
+export const inventoryChannel = ({ keys }: Pick<Services, 'keys'>): string => keys.key('events', 'inventory');
 
 /** What an `inventory` event's data holds. */
 export interface InventoryEvent {
@@ -50,9 +50,9 @@ events.get('/inventory', async (c) => {
     // A plain client: the subscription is a long-lived stream, not a batched command.
     redis = createRedis(c.env);
   } catch (cause) {
-    throw new PubSubUnavailableError({ cause });
+    throw new PubSubError('subscribe', { cause });
   }
-  const stream = await sseRelay(redis, inventoryChannel(c.env), { event: 'inventory' });
+  const stream = await sseRelay(redis, inventoryChannel(c.var.services), { event: 'inventory' });
   return c.body(stream, 200, SSE_HEADERS);
 });
 

@@ -1,6 +1,6 @@
 /**
  * `GET /leaderboard/best-sellers?limit=10`: products by units sold, from the sorted set that
- * `POST /checkout` increments (src/lib/leaderboard.ts).
+ * `POST /checkout` increments (edge-redis/leaderboard, built in src/services.ts).
  *
  * Round trips: 1, and it is the request's only one: the ZRANGE leaves in the same HTTP request as
  * the default per-IP check (a GET runs alongside its check). Not cached in Redis: a cached copy would
@@ -11,25 +11,15 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import type { AppEnv } from '../env.ts';
-import { createLeaderboard, type Leaderboard } from '../lib/leaderboard.ts';
+import type { Leaderboard } from 'edge-redis/leaderboard';
 import { services } from '../services.ts';
 import { route, validate } from './openapi.ts';
 
 /** Seconds a best-sellers answer may be reused by browsers and shared caches. */
 export const MAX_AGE_S = 5;
 
-const boards = new WeakMap<Env, Leaderboard>();
-
 /** The best-sellers leaderboard of this env: product id → units sold. */
-export function bestSellers(env: Env): Leaderboard {
-  let b = boards.get(env);
-  if (!b) {
-    const s = services(env);
-    b = createLeaderboard({ redis: s.redis, key: s.keys.key('leaderboard', 'best-sellers') });
-    boards.set(env, b);
-  }
-  return b;
-}
+export const bestSellers = (env: Env): Leaderboard => services(env).bestSellers;
 
 const Query = z.object({
   limit: z.coerce.number().int().min(1).max(100).default(10).describe('How many products, 1..100'),
@@ -48,7 +38,7 @@ route({
 });
 leaderboard.get('/best-sellers', validate('query', Query), async (c) => {
   const { limit } = c.req.valid('query');
-  const top = await bestSellers(c.env).top(limit);
+  const top = await c.var.services.bestSellers.top(limit);
   c.header('Cache-Control', `public, max-age=${MAX_AGE_S}`);
   return c.json({ items: top.map((e) => ({ productId: Number(e.member), sold: e.score })) });
 });

@@ -1,5 +1,5 @@
 /**
- * The login's limits (src/lib/login-throttle.ts) as `POST /auth/login` uses them:
+ * The login's limits (edge-redis/login-throttle, built in src/services.ts) as `POST /auth/login` uses them:
  * `LOGIN_RATE_LIMIT` failed attempts per 15 minutes per IP (IPv6 by /64) + lower-cased username, a
  * success clearing them; `LOGIN_ACCOUNT_LIMIT` failed attempts per hour per username from every
  * device not yet trusted; a device is trusted once it logged in to that account (the `did` cookie,
@@ -9,30 +9,14 @@
 import type { Context } from 'hono';
 import { getCookie, setCookie } from 'hono/cookie';
 import type { AppEnv } from '../env.ts';
-import { AppError } from '../lib/errors.ts';
-import { createLoginThrottle, type Attempt, type Gate, type LoginThrottle } from '../lib/login-throttle.ts';
-import { ipKey, rateLimitHeaders, type PolicyState } from '../lib/ratelimit.ts';
-import { positiveInt, services } from '../services.ts';
+import { clientIp, rateLimitHeaders } from 'edge-redis/hono';
+import type { Attempt, Gate } from 'edge-redis/login-throttle';
+import type { PolicyState } from 'edge-redis/ratelimit';
+import { AppError } from '../errors.ts';
+import { LOGIN_LIMITS, type Services } from '../services.ts';
 
-const SOURCE_WINDOW_MS = 900_000;
-const ACCOUNT_WINDOW_MS = 3_600_000;
 /** How long a device that logged in stays trusted (and its cookie lives). */
-export const DEVICE_TRUST_MS = 30 * 86_400_000;
-
-const throttles = new WeakMap<Env, LoginThrottle>();
-function throttle(env: Env): LoginThrottle {
-  let t = throttles.get(env);
-  if (!t) {
-    const { redis, keys } = services(env);
-    t = createLoginThrottle({
-      redis, keys, trustMs: DEVICE_TRUST_MS,
-      perSource: { limit: positiveInt(env.LOGIN_RATE_LIMIT, 'LOGIN_RATE_LIMIT', 5), windowMs: SOURCE_WINDOW_MS },
-      perAccount: { limit: positiveInt(env.LOGIN_ACCOUNT_LIMIT, 'LOGIN_ACCOUNT_LIMIT', 20), windowMs: ACCOUNT_WINDOW_MS },
-    });
-    throttles.set(env, t);
-  }
-  return t;
-}
+export const DEVICE_TRUST_MS = LOGIN_LIMITS.deviceTrustMs;
 
 /** The device cookie: `__Host-did` (Secure) in production; `did` over plain http in development. */
 export function deviceCookie(env: Env): { name: string; secure: boolean } {
@@ -40,13 +24,13 @@ export function deviceCookie(env: Env): { name: string; secure: boolean } {
 }
 
 /**
- * The RateLimit fields (src/lib/ratelimit.ts's format) for the limits named: what is left of each and
+ * The RateLimit fields (edge-redis/hono's format) for the limits named: what is left of each and
  * when room frees (for one still open, `t` is its window: an upper bound).
  */
-function fields(env: Env, limits: { name: 'login' | 'login-account'; left: number; resetMs?: number }[]): Record<string, string> {
+function fields({ limits: l }: Services, limits: { name: 'login' | 'login-account'; left: number; resetMs?: number }[]): Record<string, string> {
   const now = Date.now();
   const policies: PolicyState[] = limits.map(({ name, left, resetMs }) => {
-    const [limit, windowMs] = name === 'login' ? [positiveInt(env.LOGIN_RATE_LIMIT, 'LOGIN_RATE_LIMIT', 5), SOURCE_WINDOW_MS] : [positiveInt(env.LOGIN_ACCOUNT_LIMIT, 'LOGIN_ACCOUNT_LIMIT', 20), ACCOUNT_WINDOW_MS];
+    const [limit, windowMs] = name === 'login' ? [l.login, LOGIN_LIMITS.sourceWindowMs] : [l.loginAccount, LOGIN_LIMITS.accountWindowMs];
     return { name, success: left > 0 || resetMs === undefined, limit, remaining: Math.max(0, left), reset: now + (resetMs ?? windowMs), windowMs };
   });
   const binding = policies.reduce((a, b) => (b.remaining < a.remaining ? b : a));
@@ -60,16 +44,17 @@ function fields(env: Env, limits: { name: 'login' | 'login-account'; left: numbe
  * fields are set on the context (and answered, for an error response the route throws).
  */
 export async function admitLogin(c: Context<AppEnv>, username: string): Promise<{ attempt: Attempt; headers: Record<string, string> }> {
-  const gate: Gate = await throttle(c.env).check({
+  const s = c.var.services;
+  const gate: Gate = await s.loginThrottle.check({
     account: username.toLowerCase(),
-    source: ipKey(c.req.header('cf-connecting-ip')) ?? 'unknown',
+    source: clientIp(c),
     device: getCookie(c, deviceCookie(c.env).name),
   });
   if (gate.allowed) {
     const { source, account } = gate.attempt.remaining;
     const open: Parameters<typeof fields>[1] = [{ name: 'login', left: source }];
     if (account >= 0) open.push({ name: 'login-account', left: account });
-    const headers = fields(c.env, open);
+    const headers = fields(s, open);
     for (const [k, v] of Object.entries(headers)) c.header(k, v);
     return { attempt: gate.attempt, headers };
   }
@@ -80,7 +65,7 @@ export async function admitLogin(c: Context<AppEnv>, username: string): Promise<
     : `Too many failed logins; retry in ${retryAfter} s.`;
   throw new AppError('rate_limited', {
     detail,
-    headers: { ...fields(c.env, [{ name, left: 0, resetMs: gate.retryAfterMs }]), 'Retry-After': String(retryAfter) },
+    headers: { ...fields(s, [{ name, left: 0, resetMs: gate.retryAfterMs }]), 'Retry-After': String(retryAfter) },
     extensions: { failed: [name], retryAfter },
   });
 }

@@ -13,7 +13,7 @@ import type { MiddlewareHandler, ValidationTargets } from 'hono';
 import { validator } from 'hono/validator';
 import { z } from 'zod';
 import type { AppEnv } from '../env.ts';
-import { AppError } from '../lib/errors.ts';
+import { AppError } from '../errors.ts';
 
 type Target = 'param' | 'query' | 'json' | 'header';
 

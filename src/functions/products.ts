@@ -1,5 +1,5 @@
 /**
- * Products: D1 is the source of truth, Redis (src/lib/cache.ts) is in front of it.
+ * Products: D1 is the source of truth, Redis (edge-redis/cache) is in front of it.
  *
  * - `GET /products` pages, cached per (category, page, pageSize) under the tag `products`, so one
  *   new version of the tag retires every page after a write.
@@ -25,10 +25,11 @@ import { Hono, type Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { z } from 'zod';
 import type { AppEnv } from '../env.ts';
-import { cacheHeaders, type CacheResult } from '../lib/cache.ts';
-import { AppError } from '../lib/errors.ts';
-import { publishJson } from '../lib/pubsub.ts';
-import { services } from '../services.ts';
+import type { CacheResult } from 'edge-redis/cache';
+import { cacheHeaders } from 'edge-redis/hono';
+import { fingerprint } from 'edge-redis/idempotency';
+import { publishJson } from 'edge-redis/pubsub';
+import { AppError } from '../errors.ts';
 import { d1 } from './d1.ts';
 import { route, validate } from './openapi.ts';
 import { countView, readViews } from './views.ts';
@@ -75,10 +76,9 @@ interface Row { id: number; name: string; category: (typeof CATEGORIES)[number];
 const COLUMNS = 'id, name, category, price_cents, stock';
 const toProduct = (r: Row): Product => ({ id: r.id, name: r.name, price: r.price_cents / 100, stock: r.stock, category: r.category });
 
-/** A strong ETag: the first 128 bits of SHA-256 over the JSON the client gets. */
+/** A strong ETag: the first 128 bits of SHA-256 over the (canonical) JSON the client gets. */
 async function etagOf(value: unknown): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(JSON.stringify(value))));
-  return `"${Array.from(digest.slice(0, 16), (b) => b.toString(16).padStart(2, '0')).join('')}"`;
+  return `"${(await fingerprint(value)).slice(0, 32)}"`;
 }
 
 /** If-None-Match uses the weak comparison (RFC 9110 §13.1.2): `W/` is ignored, `*` matches. */
@@ -133,7 +133,7 @@ type ProductEvent = { type: 'product.created' | 'product.updated' | 'product.del
  * three are started in the same task, so the task-batched client sends them together).
  */
 async function announce<E extends AppEnv>(c: Context<E>, type: ProductEvent['type'], id: number): Promise<void> {
-  const { cache, redis, keys } = services(c.env);
+  const { cache, redis, keys } = c.var.services;
   const event: ProductEvent = { type, id, at: Date.now() };
   try {
     await Promise.all([cache.invalidate(productKey(id)), cache.invalidateTag('products'), publishJson(redis, keys.key('events', 'products'), event)]);
@@ -157,7 +157,7 @@ route({
 });
 products.get('/', validate('query', ListQuery), async (c) => {
   const q = c.req.valid('query');
-  const r = await services(c.env).cache.getOrLoad(pageKey(q), async (): Promise<Cached<Page>> => {
+  const r = await c.var.services.cache.getOrLoad(pageKey(q), async (): Promise<Cached<Page>> => {
     const where = q.category ? 'WHERE category = ?1' : 'WHERE ?1 IS NULL';
     const [items, count] = await d1(
       c.env.DB.batch([
@@ -181,7 +181,7 @@ route({
 });
 products.get('/:id', validate('param', IdParam), async (c) => {
   const { id } = c.req.valid('param');
-  const r = await services(c.env).cache.getOrLoad(productKey(id), async (): Promise<Cached<Product> | null> => {
+  const r = await c.var.services.cache.getOrLoad(productKey(id), async (): Promise<Cached<Product> | null> => {
     const row = await d1(c.env.DB.prepare(`SELECT ${COLUMNS} FROM products WHERE id = ?1`).bind(id).first<Row>(), 'product database', referenced);
     if (!row) return null;
     const body = toProduct(row);

@@ -8,7 +8,7 @@
  *
  * Round trips per run: batches + 1 (one claim per batch, the next claim riding with the ack).
  */
-import { WriteBehindError } from '../lib/writebehind.ts';
+import { WriteBehindError } from 'edge-redis/writebehind';
 import { flushViews } from './views.ts';
 
 /** `scheduled()` of the Worker's default export. */

@@ -1,6 +1,6 @@
 /**
  * Page views, write-behind: a view is one entry on a Redis Stream, tallied per product
- * (src/lib/writebehind.ts); the cron (./scheduled.ts) drains the stream into D1 `product_views` in
+ * (edge-redis/writebehind); the cron (./scheduled.ts) drains the stream into D1 `product_views` in
  * batches; `GET /products/:id/views` adds what D1 holds and what is not flushed yet, exactly.
  *
  * Exactness: D1 records every applied entry (`applied_view_entries`: id, product, batch seq) in the
@@ -9,9 +9,9 @@
  * (pending count, the entries in flight, the last batch seq) and then asks D1 for product_views
  * minus the entries the snapshot still counts: in flight, or applied by a batch claimed after it.
  */
-import { createWriteBehind, type Batch, type DrainOptions, type DrainReport, type WriteBehind } from '../lib/writebehind.ts';
+import { classifyRedisError } from 'edge-redis/redis';
+import type { Batch, DrainOptions, DrainReport, WriteBehind } from 'edge-redis/writebehind';
 import { positiveInt, services } from '../services.ts';
-import { classifyRedisError } from '../lib/redis.ts';
 
 /**
  * How the cron drains (see DrainOptions for each): until the stream is empty, within a budget well
@@ -37,18 +37,8 @@ export function viewDrain(env: Env): Omit<DrainOptions, 'handler'> {
  */
 export const APPLIED_RETENTION_MS = 7 * 86_400_000;
 
-const queues = new WeakMap<Env, WriteBehind>();
-
-/** The views queue of this env (one per env, no I/O). */
-export function viewQueue(env: Env): WriteBehind {
-  let q = queues.get(env);
-  if (!q) {
-    const { redis, keys } = services(env);
-    q = createWriteBehind({ redis, stream: keys.slotted('wb', 'views'), maxLen: 100_000 });
-    queues.set(env, q);
-  }
-  return q;
-}
+/** The views queue of this env (src/services.ts builds it). */
+export const viewQueue = (env: Env): WriteBehind => services(env).views;
 
 /** Counts one view of product `id`: 1 round trip, meant for `waitUntil`. Never rejects: a lost view is logged. */
 export async function countView(env: Env, id: number): Promise<void> {

@@ -1,113 +1,155 @@
 /**
- * One error type for the whole app and one renderer: every error leaves as RFC 9457
- * `application/problem+json` with a stable `code`. Stack traces, Redis messages and causes stay in
- * the server log; the client sees only the title and the detail written for it.
+ * The library's one error family. Every pattern throws an {@link EdgeRedisError} subclass for an
+ * infrastructure failure, never an HTTP error: what a failure means to a client (503, Retry-After,
+ * the words a client reads) is decided in one place, `edge-redis/hono` (`edgeRedisProblem`).
+ * Expected outcomes (a refused rate limit, a lock held elsewhere, a replayed idempotency key) are
+ * values, not errors; a caller's mistake (a bad option, an empty key) is a TypeError or RangeError.
+ *
+ * The message names only the pattern, the operation and the code (`cache invalidate: timeout`):
+ * keys, identities and Redis's own message (which quotes the command) stay on the error as fields
+ * and `cause`, for a log that chooses what to print.
  *
  * @example
- * app.onError(onError);
- * app.notFound(notFound);
- * throw new AppError('conflict', { detail: 'not enough stock for product 7' });
+ * try {
+ *   await locks.acquire('order:7');
+ * } catch (err) {
+ *   if (err instanceof EdgeRedisError && err.code === 'unavailable') return retryLater();
+ *   throw err;
+ * }
  */
-import type { Context } from 'hono';
-import { HTTPException } from 'hono/http-exception';
-import type { ContentfulStatusCode } from 'hono/utils/http-status';
 
-/** The closed set of error codes, with the status and title each one always has. */
-export const ERROR_CODES = {
-  bad_request: { status: 400, title: 'Bad request' },
-  unauthorized: { status: 401, title: 'Unauthorized' },
-  forbidden: { status: 403, title: 'Forbidden' },
-  not_found: { status: 404, title: 'Not found' },
-  method_not_allowed: { status: 405, title: 'Method not allowed' },
-  conflict: { status: 409, title: 'Conflict' },
-  payload_too_large: { status: 413, title: 'Payload too large' },
-  unprocessable: { status: 422, title: 'Unprocessable content' },
-  rate_limited: { status: 429, title: 'Too many requests' },
-  internal: { status: 500, title: 'Internal server error' },
-  unavailable: { status: 503, title: 'Service unavailable' },
-} as const satisfies Record<string, { status: ContentfulStatusCode; title: string }>;
+/**
+ * - `unavailable`: Redis (or the REST endpoint in front of it) failed: the state is unknown.
+ * - `timeout`: the operation's time budget ran out first (it may still land).
+ * - `config`: a missing or malformed setting (the message names it, never its value).
+ * - `invalid`: a stored value is unusable (cache: not an envelope, or failed `validate`).
+ * - `conflict`: a compare-and-set lost every attempt (cache `update`).
+ * - `busy`: a lock stayed held past the wait (`withLock`).
+ * - `lost`: a held lock was lost (the abort reason `withLock` hands its function).
+ * - `loader`: the caller's loader failed in the background (cache refresh).
+ * - `handler`: the caller's handler failed (write-behind drain).
+ */
+export type EdgeRedisErrorCode = 'unavailable' | 'timeout' | 'config' | 'invalid' | 'conflict' | 'busy' | 'lost' | 'loader' | 'handler';
 
-export type ErrorCode = keyof typeof ERROR_CODES;
+/** Which part of the library raised it. */
+export type EdgeRedisPattern = 'redis' | 'cache' | 'ratelimit' | 'session' | 'lock' | 'idempotency' | 'leaderboard' | 'pubsub' | 'login-throttle' | 'writebehind';
 
-export interface AppErrorOptions {
-  /** Shown to the client: say what was wrong and what to do. */
-  detail?: string;
-  /** Extra problem members (e.g. `errors` for validation, `retryAfter`). */
-  extensions?: Record<string, unknown>;
-  /** Response headers to add (e.g. `Retry-After`). */
-  headers?: Record<string, string>;
-  /** The underlying failure; logged, never sent. */
+export interface EdgeRedisErrorOptions {
+  /** The underlying failure (the client's error, the loader's, a timeout's). */
   cause?: unknown;
 }
 
-export class AppError extends HTTPException {
-  override name = 'AppError';
-  readonly code: ErrorCode;
-  readonly detail: string | undefined;
-  readonly extensions: Record<string, unknown>;
-  readonly headers: Record<string, string>;
+/** The base of every error the library throws for a failure that is not the caller's mistake. */
+export class EdgeRedisError<C extends EdgeRedisErrorCode = EdgeRedisErrorCode> extends Error {
+  override name = 'EdgeRedisError';
+  readonly code: C;
+  readonly pattern: EdgeRedisPattern;
+  /** The operation that failed (`read`, `acquire`, `limit`, …). */
+  readonly op: string;
 
-  constructor(code: ErrorCode, options: AppErrorOptions = {}) {
-    const { status, title } = ERROR_CODES[code];
-    super(status, { message: options.detail ?? title, cause: options.cause });
+  constructor(pattern: EdgeRedisPattern, code: C, op: string, options: EdgeRedisErrorOptions = {}) {
+    super(`${pattern} ${op}: ${code}`, options.cause === undefined ? {} : { cause: options.cause });
+    this.pattern = pattern;
     this.code = code;
-    this.detail = options.detail;
-    this.extensions = options.extensions ?? {};
-    this.headers = options.headers ?? {};
+    this.op = op;
   }
 }
 
-/** The problem+json body for a code. */
-export function problem(code: ErrorCode, detail?: string, extensions: Record<string, unknown> = {}, instance?: string) {
-  const { status, title } = ERROR_CODES[code];
-  return {
-    type: `https://edge-redis.dev/problems/${code.replace(/_/g, '-')}`,
-    title,
-    status,
-    code,
-    ...(detail !== undefined ? { detail } : {}),
-    ...(instance !== undefined ? { instance } : {}),
-    ...extensions,
-  };
-}
-
-export function problemResponse(code: ErrorCode, options: Omit<AppErrorOptions, 'cause'> & { instance?: string } = {}): Response {
-  const body = problem(code, options.detail, options.extensions, options.instance);
-  return new Response(JSON.stringify(body), {
-    status: body.status,
-    headers: { 'content-type': 'application/problem+json', ...options.headers },
-  });
-}
-
-function causeChain(err: unknown): string {
-  const parts: string[] = [];
-  let e: unknown = err;
-  for (let depth = 0; e instanceof Error && depth < 4; depth++) {
-    // @upstash/redis appends ", command was: [...]" with the arguments (keys, values): not for logs.
-    parts.push(`${e.name}: ${e.message.replace(/,? command was: [\s\S]*$/, '')}`);
-    e = e.cause;
+/** A missing or malformed Redis setting (`createRedis`). The message names the variable, never its value. */
+export class RedisConfigError extends EdgeRedisError<'config'> {
+  override name = 'RedisConfigError';
+  constructor(message: string, options: EdgeRedisErrorOptions = {}) {
+    super('redis', 'config', 'config', options);
+    this.message = message;
   }
-  return parts.join(' <- ');
 }
 
-/** `app.onError`: every error becomes problem+json; unknown ones are logged and answer 500. */
-export function onError(err: Error, c: Context): Response {
-  const instance = new URL(c.req.url).pathname;
-  if (err instanceof AppError) {
-    if (err.status >= 500) console.error(`[${err.code}] ${c.req.method} ${instance}: ${causeChain(err)}`);
-    return problemResponse(err.code, { instance, headers: err.headers, extensions: err.extensions, ...(err.detail !== undefined ? { detail: err.detail } : {}) });
+/** A cache failure; `key` is the cache key concerned, never printed by the default reporter. */
+export class CacheError extends EdgeRedisError<'unavailable' | 'timeout' | 'invalid' | 'loader' | 'conflict'> {
+  override name = 'CacheError';
+  readonly key: string | undefined;
+  constructor(code: CacheError['code'], op: string, key?: string, options: EdgeRedisErrorOptions = {}) {
+    super('cache', code, op, options);
+    this.key = key;
   }
-  if (err instanceof HTTPException) {
-    // Hono's own middleware (bodyLimit, validator, …) throws these.
-    const code = (Object.keys(ERROR_CODES) as ErrorCode[]).find((k) => ERROR_CODES[k].status === err.status) ?? (err.status >= 500 ? 'internal' : 'bad_request');
-    return problemResponse(code, { instance, detail: err.message || ERROR_CODES[code].title });
-  }
-  console.error(`[internal] ${c.req.method} ${instance}: ${causeChain(err)}`);
-  return problemResponse('internal', { instance, detail: 'Something went wrong on our side.' });
 }
 
-/** `app.notFound`: 404 problem+json. */
-export function notFound(c: Context): Response {
-  const instance = new URL(c.req.url).pathname;
-  return problemResponse('not_found', { instance, detail: `No route for ${c.req.method} ${instance}` });
+/** A rate-limit check that could not be made: Redis failed (`unavailable`) or the budget ran out (`timeout`). */
+export class RateLimitError extends EdgeRedisError<'unavailable' | 'timeout'> {
+  override name = 'RateLimitError';
+  /** The limiter's name. */
+  readonly limiter: string;
+  constructor(code: RateLimitError['code'], limiter: string, options: EdgeRedisErrorOptions = {}) {
+    super('ratelimit', code, 'limit', options);
+    this.limiter = limiter;
+  }
+}
+
+/** Sessions could not be loaded or saved: fail closed. */
+export class SessionError extends EdgeRedisError<'unavailable'> {
+  override name = 'SessionError';
+  constructor(op: string, options: EdgeRedisErrorOptions = {}) {
+    super('session', 'unavailable', op, options);
+  }
+}
+
+/** Redis failed (`unavailable`: nothing is held), a lock stayed busy (`busy`) or a held one was lost (`lost`). */
+export class LockError extends EdgeRedisError<'unavailable' | 'busy' | 'lost'> {
+  override name = 'LockError';
+  readonly resource: string | undefined;
+  constructor(code: LockError['code'], op: string, resource?: string, options: EdgeRedisErrorOptions = {}) {
+    super('lock', code, op, options);
+    this.resource = resource;
+  }
+}
+
+/** Redis failed: whether the key is taken is unknown, so nothing is claimed. */
+export class IdempotencyError extends EdgeRedisError<'unavailable'> {
+  override name = 'IdempotencyError';
+  constructor(op: string, options: EdgeRedisErrorOptions = {}) {
+    super('idempotency', 'unavailable', op, options);
+  }
+}
+
+/** Redis failed: the scores are unknown (read) or the increment may not have happened (write). */
+export class LeaderboardError extends EdgeRedisError<'unavailable'> {
+  override name = 'LeaderboardError';
+  constructor(op: string, options: EdgeRedisErrorOptions = {}) {
+    super('leaderboard', 'unavailable', op, options);
+  }
+}
+
+/** A subscription could not be opened (Redis or the REST endpoint is down, or too slow to confirm). */
+export class PubSubError extends EdgeRedisError<'unavailable'> {
+  override name = 'PubSubError';
+  constructor(op: string, options: EdgeRedisErrorOptions = {}) {
+    super('pubsub', 'unavailable', op, options);
+  }
+}
+
+/** Redis failed: whether the login attempt may go on is unknown, so it may not. */
+export class LoginThrottleError extends EdgeRedisError<'unavailable'> {
+  override name = 'LoginThrottleError';
+  constructor(op: string, options: EdgeRedisErrorOptions = {}) {
+    super('login-throttle', 'unavailable', op, options);
+  }
+}
+
+/** What a drain had done before it stopped (see `edge-redis/writebehind`). */
+export interface DrainProgress {
+  batches: number;
+  acked: number;
+  deadLettered: string[];
+  redelivered: number;
+}
+
+/** A Redis failure (`unavailable`) or a handler that threw (`handler`), with the progress made before it. */
+export class WriteBehindError extends EdgeRedisError<'unavailable' | 'handler'> {
+  override name = 'WriteBehindError';
+  /** What the drain had done before it stopped. */
+  readonly report: DrainProgress | undefined;
+  constructor(code: WriteBehindError['code'], op: 'enqueue' | 'drain' | 'snapshot', options: EdgeRedisErrorOptions & { report?: DrainProgress } = {}) {
+    super('writebehind', code, op, options);
+    this.report = options.report;
+  }
 }

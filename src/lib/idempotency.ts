@@ -14,8 +14,8 @@
  * - A marker whose holder died expires after `pendingMs`; the caller's durable store must then be the
  *   backstop (a UNIQUE key column), since Redis may also simply lose a record.
  *
- * Failure policy: fail closed. A Redis failure rejects with {@link IdempotencyUnavailableError}
- * (503): without a claim the caller cannot know whether the work runs twice.
+ * Failure policy: fail closed. A Redis failure rejects with an `IdempotencyError` (`unavailable`,
+ * 503 through `edge-redis/hono`): without a claim the caller cannot know whether the work runs twice.
  *
  * @example
  * const idem = createIdempotency({ redis, keys, namespace: 'checkout' });
@@ -23,10 +23,13 @@
  * const claim = await idem.begin(id, await fingerprint(body));
  * if (claim.state === 'completed' && claim.sameRequest) return c.json(claim.response.body, claim.response.status);
  */
+import { IdempotencyError } from './errors.ts';
 import type { KeySchema } from './keys.ts';
-import { AppError } from './errors.ts';
 import type { RedisCommands } from './redis.ts';
 import { runScript, type LuaScript } from './script.ts';
+import { digest, hex, randomBytes, storedObject, wholeNumber } from './util.ts';
+
+export { IdempotencyError };
 
 /** The commands this module sends. */
 export type IdempotencyRedis = RedisCommands<'set' | 'get' | 'evalsha' | 'eval'>;
@@ -35,11 +38,12 @@ export type IdempotencyRedis = RedisCommands<'set' | 'get' | 'evalsha' | 'eval'>
 export const SCRIPTS = {
   // Deletes the record only while it is still our pending marker, which starts `{"s":"p","t":"<token>"`.
   release: {
-    src: `local mine = '{"s":"p","t":"' .. ARGV[1] .. '"'
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, #mine) == mine then return redis.call('DEL', KEYS[1]) end
+    src: `local record, token = KEYS[1], ARGV[1]
+local mine = '{"s":"p","t":"' .. token .. '"'
+local v = redis.call('GET', record)
+if v and string.sub(v, 1, #mine) == mine then return redis.call('DEL', record) end
 return 0`,
-    sha: 'fb820953dcb07a524f826f0f9099aeb206cc0e1d',
+    sha: 'eb1083d9bb21b329c6735fef37ceeb34fbc61b4e',
   },
 } as const satisfies Record<string, LuaScript>;
 
@@ -63,14 +67,6 @@ export type IdempotencyRecord =
   | { state: 'in_progress'; fingerprint: string }
   | { state: 'completed'; fingerprint: string; response: StoredResponse };
 
-/** Redis could not be reached: whether the key is taken is unknown, so nothing is claimed. */
-export class IdempotencyUnavailableError extends AppError {
-  override name = 'IdempotencyUnavailableError';
-  constructor(options: { cause: unknown }) {
-    super('unavailable', { detail: 'Idempotency keys cannot be checked right now; retry with the same key shortly.', headers: { 'retry-after': '1' }, cause: options.cause });
-  }
-}
-
 export interface IdempotencyOptions {
   redis: IdempotencyRedis;
   keys: KeySchema;
@@ -93,8 +89,6 @@ export interface Idempotency {
   release(key: string, token: string): Promise<boolean>;
 }
 
-const hex = (bytes: ArrayBuffer | Uint8Array) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
-
 /** JSON with object keys sorted at every depth, so equal values always print the same. */
 export function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
@@ -113,7 +107,7 @@ export function canonicalJson(value: unknown): string {
  * await fingerprint([['7', 2], ['12', 1]]); // "5c0b…" (64 hex digits)
  */
 export async function fingerprint(value: unknown): Promise<string> {
-  return hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(canonicalJson(value))));
+  return hex(await digest('SHA-256', canonicalJson(value)));
 }
 
 const KEY = /^[\w.\-]{1,128}$/;
@@ -122,16 +116,9 @@ interface Stored { s: 'p' | 'd'; f: string; t?: string; r?: StoredResponse }
 
 /** The client hands back a JSON string already parsed; accept either form, reject anything else. */
 function parse(raw: unknown): Stored | null {
-  let doc = raw;
-  if (typeof raw === 'string') {
-    try {
-      doc = JSON.parse(raw);
-    } catch {
-      return null;
-    }
-  }
-  if (typeof doc !== 'object' || doc === null) return null;
-  const { s, f, t, r } = doc as Record<string, unknown>;
+  const doc = storedObject(raw);
+  if (!doc) return null;
+  const { s, f, t, r } = doc;
   if ((s !== 'p' && s !== 'd') || typeof f !== 'string') return null;
   if (s === 'd') {
     if (typeof r !== 'object' || r === null || typeof (r as StoredResponse).status !== 'number') return null;
@@ -144,29 +131,27 @@ function parse(raw: unknown): Stored | null {
  * Builds the idempotency store. Does no I/O.
  *
  * @example
- * const idem = createIdempotency({ redis: services(c.env).redis, keys, namespace: 'checkout', ttlMs: 86_400_000 });
+ * const idem = createIdempotency({ redis, keys, namespace: 'checkout', ttlMs: 86_400_000 });
  */
 export function createIdempotency({ redis, keys, namespace = 'default', pendingMs = 30_000, ttlMs = 86_400_000 }: IdempotencyOptions): Idempotency {
-  for (const [name, ms] of [['pendingMs', pendingMs], ['ttlMs', ttlMs]] as const) {
-    if (!Number.isSafeInteger(ms) || ms < 1) throw new RangeError(`idempotency: ${name} must be a positive whole number of ms`);
-  }
+  wholeNumber('idempotency: pendingMs', pendingMs);
+  wholeNumber('idempotency: ttlMs', ttlMs);
   const recordKey = (key: string) => {
     if (!KEY.test(key)) throw new TypeError('idempotency: a key id must be 1..128 of [A-Za-z0-9_.-] (pass it through fingerprint())');
     return keys.key('idem', namespace, key);
   };
-  const unavailable = (cause: unknown) => new IdempotencyUnavailableError({ cause });
   // Field order matters: the release script recognises our marker by its `{"s":"p","t":"<token>"` prefix.
   const pending = (fp: string, token: string) => JSON.stringify({ s: 'p', t: token, f: fp } satisfies Stored);
 
   return {
     async begin(key, fp) {
       const k = recordKey(key);
-      const token = hex(crypto.getRandomValues(new Uint8Array(16)));
+      const token = hex(randomBytes(16));
       let previous: unknown;
       try {
         previous = await redis.set(k, pending(fp, token), { nx: true, get: true, px: pendingMs });
       } catch (cause) {
-        throw unavailable(cause);
+        throw new IdempotencyError('begin', { cause });
       }
       if (previous === null || previous === undefined) return { state: 'claimed', token };
       const rec = parse(previous);
@@ -182,7 +167,7 @@ export function createIdempotency({ redis, keys, namespace = 'default', pendingM
       try {
         raw = await redis.get(k);
       } catch (cause) {
-        throw unavailable(cause);
+        throw new IdempotencyError('peek', { cause });
       }
       const rec = raw === null || raw === undefined ? null : parse(raw);
       if (!rec) return null;
@@ -194,7 +179,7 @@ export function createIdempotency({ redis, keys, namespace = 'default', pendingM
       try {
         await redis.set(k, JSON.stringify({ s: 'd', f: fp, r: response } satisfies Stored), { px: ttlMs });
       } catch (cause) {
-        throw unavailable(cause);
+        throw new IdempotencyError('complete', { cause });
       }
     },
 
@@ -205,7 +190,7 @@ export function createIdempotency({ redis, keys, namespace = 'default', pendingM
         const n = await runScript<number>(redis, SCRIPTS.release, [k], [token]);
         return n === 1;
       } catch (cause) {
-        throw unavailable(cause);
+        throw new IdempotencyError('release', { cause });
       }
     },
   };

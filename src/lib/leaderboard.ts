@@ -10,27 +10,23 @@
  * - Repair: the totals are derived data (D1's order_items hold the truth); if a ZINCRBY was lost, a
  *   job can rebuild the set from `SELECT product_id, SUM(quantity) … GROUP BY product_id` with ZADD.
  *
- * Failure policy: fail closed for reads and writes alike: a failure rejects with
- * {@link LeaderboardUnavailableError} (503) and the caller decides (checkout logs and carries on).
+ * Failure policy: fail closed for reads and writes alike: a failure rejects with a
+ * `LeaderboardError` (`unavailable`) and the caller decides (checkout logs and carries on).
  *
  * @example
- * const bestSellers = createLeaderboard({ redis, key: keys.key('leaderboard', 'best-sellers') });
+ * const bestSellers = createLeaderboard({ redis, keys, name: 'best-sellers' });
  * await bestSellers.increment('42', 2);
  * const top = await bestSellers.top(10); // [{ member: '42', score: 2 }, …]
  */
-import { AppError } from './errors.ts';
+import { LeaderboardError } from './errors.ts';
+import type { KeySchema } from './keys.ts';
 import type { RedisCommands } from './redis.ts';
+import { wholeNumber } from './util.ts';
+
+export { LeaderboardError };
 
 /** The commands this module sends. */
 export type LeaderboardRedis = RedisCommands<'zincrby' | 'zrange'>;
-
-/** Redis failed: the scores are unknown (read) or the increment may not have happened (write). */
-export class LeaderboardUnavailableError extends AppError {
-  override name = 'LeaderboardUnavailableError';
-  constructor(options: { cause: unknown }) {
-    super('unavailable', { detail: 'The leaderboard is unavailable; try again shortly.', headers: { 'retry-after': '1' }, cause: options.cause });
-  }
-}
 
 export interface Entry {
   member: string;
@@ -46,33 +42,35 @@ export interface Leaderboard {
 
 export interface LeaderboardOptions {
   redis: LeaderboardRedis;
-  /** The sorted set's full key (build it with keys.ts). */
-  key: string;
+  keys: KeySchema;
+  /** The board's name: its sorted set is `keys.key('leaderboard', name)`. */
+  name: string;
 }
 
 /**
  * Builds a leaderboard over one sorted set. Does no I/O.
  *
  * @example
- * const board = createLeaderboard({ redis: services(c.env).redis, key: keys.key('leaderboard', 'best-sellers') });
+ * const board = createLeaderboard({ redis, keys, name: 'best-sellers' });
  */
-export function createLeaderboard({ redis, key }: LeaderboardOptions): Leaderboard {
+export function createLeaderboard({ redis, keys, name }: LeaderboardOptions): Leaderboard {
+  const key = keys.key('leaderboard', name);
   return {
     async increment(member, by) {
       if (!Number.isFinite(by)) throw new RangeError('leaderboard: `by` must be a finite number');
       try {
         return Number(await redis.zincrby(key, by, member));
       } catch (cause) {
-        throw new LeaderboardUnavailableError({ cause });
+        throw new LeaderboardError('increment', { cause });
       }
     },
     async top(n) {
-      if (!Number.isSafeInteger(n) || n < 1) throw new RangeError('leaderboard: `n` must be a positive whole number');
+      wholeNumber('leaderboard: n', n);
       let flat: unknown[];
       try {
         flat = await redis.zrange<unknown[]>(key, 0, n - 1, { rev: true, withScores: true });
       } catch (cause) {
-        throw new LeaderboardUnavailableError({ cause });
+        throw new LeaderboardError('top', { cause });
       }
       // The reply is [member, score, member, score, …]; the client may have parsed "42" into 42.
       const out: Entry[] = [];

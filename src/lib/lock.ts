@@ -14,117 +14,99 @@
  * no floor, and when the store refuses a fence it has already passed, acquire again with the store's
  * fence as the floor and retry once (src/functions/checkout.ts does this); the happy path costs nothing.
  *
- * Failure policy: fail closed. If Redis cannot be reached, every call rejects with
- * `LockUnavailableError` (`cause` attached); nothing is ever reported as acquired.
+ * Failure policy: fail closed. If Redis cannot be reached, every call rejects with a `LockError`
+ * of code `unavailable` (`cause` attached); nothing is ever reported as acquired. `withLock` rejects
+ * with code `busy` when the lock stayed held, and aborts its function's signal with code `lost`.
+ * Several locks at once without deadlock: `acquireAll` (./multilock.ts, exported here too).
  *
  * @example
  * const locks = createLocks({ redis: Redis.fromEnv(env), keys: keySchema({ app: 'shop', env: 'prod' }) });
  * await using lock = await locks.acquire('order:7', { waitMs: 2_000 });
  * if (lock) await db.write(order, { fence: lock.fence });
  */
-import type { Redis } from '@upstash/redis/cloudflare';
-import { AppError } from './errors.ts';
+import { LockError } from './errors.ts';
 import type { KeySchema } from './keys.ts';
-import { runScript, type LuaScript, type ReadWriteScript } from './script.ts';
+import type { RedisCommands } from './redis.ts';
+import { LUA_NOW_MS, runScript, type LuaScript, type ReadWriteScript } from './script.ts';
+import { digest, hex, randomBytes, wholeNumber } from './util.ts';
+
+export { LockError };
+export { acquireAll, releaseAll } from './multilock.ts';
 
 /** The client surface this module uses: scripts only. */
-export type LockRedis = Pick<Redis, 'evalsha' | 'eval'>;
+export type LockRedis = RedisCommands<'evalsha' | 'eval'>;
 
 // SHAs are pinned here and checked against sha1(src) and SCRIPT LOAD in the tests, so a warm call is
 // one EVALSHA without hashing at run time.
 export const SCRIPTS = {
+  // The fence is minted from a counter with no TTL, lifted past the floor the store supplies.
   acquire: {
-    // ARGV[3]: the fence floor; the counter is lifted past it, so the fence is above it too.
-    src: `local pttl = redis.call('PTTL', KEYS[1])
+    src: `local lock, counter = KEYS[1], KEYS[2]
+local token, leaseMs, floor = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local pttl = redis.call('PTTL', lock)
 if pttl ~= -2 then return {0, pttl} end
-local fence = redis.call('INCR', KEYS[2])
-local floor = tonumber(ARGV[3])
+local fence = redis.call('INCR', counter)
 if fence <= floor then
   fence = floor + 1
-  redis.call('SET', KEYS[2], string.format('%d', fence))
+  redis.call('SET', counter, string.format('%d', fence))
 end
-redis.call('SET', KEYS[1], string.format('%d:%s', fence, ARGV[1]), 'PX', ARGV[2])
+redis.call('SET', lock, string.format('%d:%s', fence, token), 'PX', leaseMs)
 return {1, fence}`,
-    sha: 'dc5baeb2c75502f0cfbd78f9870d1262ffce00c3',
+    sha: 'd04dbe5b5df55619b22b5bdfb31e440fe3617933',
   },
   release: {
-    src: `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+    src: `local lock, value = KEYS[1], ARGV[1]
+if redis.call('GET', lock) == value then return redis.call('DEL', lock) end
 return 0`,
-    sha: '7f8f6677b8f2b4b65b9b9905151ced126e6b7e49',
+    sha: '974dc365967b6bb65d75d5b3f435b1b8389b5d3f',
   },
   extend: {
-    src: `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+    src: `local lock, value, leaseMs = KEYS[1], ARGV[1], ARGV[2]
+if redis.call('GET', lock) == value then return redis.call('PEXPIRE', lock, leaseMs) end
 return 0`,
-    sha: '5765d8a3b63c4ae6047608645b08c78e64475680',
+    sha: '992d2350bbf0ab48ae2c4a1630c5e905825f1d77',
   },
   inspect: {
-    src: `local v = redis.call('GET', KEYS[1])
+    src: `local lock = KEYS[1]
+local v = redis.call('GET', lock)
 if not v then return {0} end
 local fence, token = string.match(v, '^(%d+):(.+)$')
 if not fence then return {1} end
-return {1, tonumber(fence), redis.sha1hex(token), redis.call('PTTL', KEYS[1])}`,
-    sha: 'e0146ca04b471c50b353b01e17ab94ede6154639',
+return {1, tonumber(fence), redis.sha1hex(token), redis.call('PTTL', lock)}`,
+    sha: 'd8dc27acf5bbd55a6ae3d6752370f23ee2cc0209',
   },
   // Semaphore: a sorted set of token -> expiry (ms, Redis clock). The key expires with its last permit.
   semAcquire: {
-    src: `local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local n = redis.call('ZCARD', KEYS[1])
-if n >= tonumber(ARGV[1]) then
-  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    src: `local permits = KEYS[1]
+local limit, leaseMs, token = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+${LUA_NOW_MS}redis.call('ZREMRANGEBYSCORE', permits, '-inf', now)
+local n = redis.call('ZCARD', permits)
+if n >= limit then
+  local first = redis.call('ZRANGE', permits, 0, 0, 'WITHSCORES')
   return {0, tonumber(first[2]) - now}
 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
-redis.call('PEXPIREAT', KEYS[1], redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
+redis.call('ZADD', permits, now + leaseMs, token)
+redis.call('PEXPIREAT', permits, redis.call('ZRANGE', permits, -1, -1, 'WITHSCORES')[2])
 return {1, n + 1}`,
-    sha: 'd019c76ea09b7e9175801a5bde19775f473492ab',
+    sha: 'afc1efea2e9cf9f1c9da49704007e9fa79e1d594',
   },
-  // ARGV[2] = new lease in ms, or 0 to release. An expired permit is neither extended nor "released".
+  // leaseMs = the new lease, or '0' to release. An expired permit is neither extended nor "released".
   semUpdate: {
-    src: `local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+    src: `local permits = KEYS[1]
+local token, leaseMs = ARGV[1], ARGV[2]
+${LUA_NOW_MS}local s = redis.call('ZSCORE', permits, token)
 if not s then return 0 end
 local live = tonumber(s) > now
-if ARGV[2] == '0' or not live then
-  redis.call('ZREM', KEYS[1], ARGV[1])
+if leaseMs == '0' or not live then
+  redis.call('ZREM', permits, token)
   return live and 1 or 0
 end
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
+redis.call('ZADD', permits, 'XX', now + tonumber(leaseMs), token)
+redis.call('PEXPIREAT', permits, redis.call('ZRANGE', permits, -1, -1, 'WITHSCORES')[2])
 return 1`,
-    sha: '06cb17b351c83a10384624cee6ab242f6317b47b',
+    sha: '8f751caac8496d8a87d95f96750929e423685cc5',
   },
 } as const satisfies Record<string, LuaScript>;
-
-/** Redis could not be reached or answered an error: the lock state is unknown, so nothing is held. */
-export class LockUnavailableError extends AppError {
-  override name = 'LockUnavailableError';
-  constructor(options: { cause: unknown }) {
-    super('unavailable', { detail: 'The lock service is unavailable; try again later.', headers: { 'retry-after': '1' }, cause: options.cause });
-  }
-}
-
-/** `withLock` could not acquire the lock within `waitMs`. */
-export class LockNotAcquiredError extends AppError {
-  override name = 'LockNotAcquiredError';
-  readonly resource: string;
-  constructor(resource: string) {
-    super('conflict', { detail: 'The resource is busy; try again later.' });
-    this.resource = resource;
-  }
-}
-
-/** The abort reason `withLock` gives `fn` when the lease could not be extended or the lock is gone. */
-export class LockLostError extends AppError {
-  override name = 'LockLostError';
-  readonly resource: string;
-  constructor(resource: string, options: { cause?: unknown } = {}) {
-    super('conflict', { detail: 'The lock on the resource was lost; the work was interrupted.', cause: options.cause });
-    this.resource = resource;
-  }
-}
 
 export interface RetryOptions {
   /** @default 50 */
@@ -188,26 +170,15 @@ export interface CreateLocksOptions {
   defaults?: Omit<AcquireOptions, 'signal' | 'fenceFloor'>;
 }
 
-const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
-const newToken = () => hex(crypto.getRandomValues(new Uint8Array(16)));
-const sha1Hex = async (s: string) => hex(new Uint8Array(await crypto.subtle.digest('SHA-1', new TextEncoder().encode(s))));
+const newToken = () => hex(randomBytes(16));
+const sha1Hex = async (text: string) => hex(await digest('SHA-1', text));
 
-function fenceFloor(n: number): number {
-  if (!Number.isSafeInteger(n) || n < 0) throw new TypeError(`fenceFloor must be a whole number ≥ 0, got ${n}`);
-  return n;
-}
-
-function positiveInt(name: string, n: number): number {
-  if (!Number.isSafeInteger(n) || n <= 0) throw new TypeError(`${name} must be a positive integer (ms), got ${n}`);
-  return n;
-}
-
-/** {@link runScript}; any failure becomes LockUnavailableError. */
-async function run<T>(redis: LockRedis, script: ReadWriteScript, keys: string[], args: (string | number)[]): Promise<T> {
+/** {@link runScript}; any failure becomes a LockError `unavailable`. */
+async function run<T>(redis: LockRedis, op: string, script: ReadWriteScript, keys: string[], args: (string | number)[]): Promise<T> {
   try {
     return await runScript<T>(redis, script, keys, args);
   } catch (cause) {
-    throw new LockUnavailableError({ cause });
+    throw new LockError('unavailable', op, undefined, { cause });
   }
 }
 
@@ -259,7 +230,7 @@ function handle(expiresAt: number, release: () => Promise<number>, extend: (ms: 
       return released;
     },
     async extend(ms: number) {
-      positiveInt('ms', ms);
+      wholeNumber('lock: ms', ms);
       if (released) return false;
       const sent = Date.now();
       const ok = (await extend(ms)) === 1;
@@ -280,22 +251,22 @@ function handle(expiresAt: number, release: () => Promise<number>, extend: (ms: 
  */
 export function createLocks({ redis, keys, defaults = {} }: CreateLocksOptions) {
   const opts = (o: AcquireOptions) => ({
-    leaseMs: positiveInt('leaseMs', o.leaseMs ?? defaults.leaseMs ?? 10_000),
+    leaseMs: wholeNumber('lock: leaseMs', o.leaseMs ?? defaults.leaseMs ?? 10_000),
     waitMs: Math.max(0, o.waitMs ?? defaults.waitMs ?? 0),
     retry: { ...defaults.retry, ...o.retry },
     signal: o.signal,
-    fenceFloor: fenceFloor(o.fenceFloor ?? 0),
+    fenceFloor: wholeNumber('lock: fenceFloor', o.fenceFloor ?? 0, { min: 0 }),
   });
 
   function makeLock(resource: string, key: string, token: string, fence: number, holder: string, expiresAt: number): Lock {
     const value = `${fence}:${token}`;
-    return Object.assign(handle(expiresAt, () => run(redis, SCRIPTS.release, [key], [value]), (ms) => run(redis, SCRIPTS.extend, [key], [value, ms])), { resource, token, fence, holder });
+    return Object.assign(handle(expiresAt, () => run(redis, 'release', SCRIPTS.release, [key], [value]), (ms) => run(redis, 'extend', SCRIPTS.extend, [key], [value, ms])), { resource, token, fence, holder });
   }
 
   /**
    * One attempt is one round trip. Resolves `null` if the lock is still held when `waitMs` runs out;
    * rejects with `signal.reason` if aborted (a lock won by the in-flight attempt is released first)
-   * and with `LockUnavailableError` if Redis cannot be reached.
+   * and with a LockError `unavailable` if Redis cannot be reached.
    */
   async function acquire(resource: string, options: AcquireOptions = {}): Promise<Lock | null> {
     const { leaseMs, waitMs, retry, signal, fenceFloor: floor } = opts(options);
@@ -305,32 +276,32 @@ export function createLocks({ redis, keys, defaults = {} }: CreateLocksOptions) 
     const holder = sha1Hex(token);
     return poll(async () => {
       const sent = Date.now();
-      const [ok, n] = await run<[number, number]>(redis, SCRIPTS.acquire, [key, fenceKey], [token, leaseMs, floor]);
+      const [ok, n] = await run<[number, number]>(redis, 'acquire', SCRIPTS.acquire, [key, fenceKey], [token, leaseMs, floor]);
       return ok === 1 ? makeLock(resource, key, token, n, await holder, sent + leaseMs) : n;
     }, waitMs, retry, signal);
   }
 
   /**
    * Runs `fn` under the lock, extending the lease every `leaseMs / 3`. If an extension finds the lock
-   * gone or fails, `fn`'s signal aborts with `LockLostError`; `fn` decides how to stop (its result or
+   * gone or fails, `fn`'s signal aborts with a LockError `lost`; `fn` decides how to stop (its result or
    * error is what `withLock` returns). The lock is always released; a failed release after `fn`
    * succeeded is not thrown, because the lease frees the lock anyway.
-   * @throws LockNotAcquiredError if not acquired within `waitMs`; LockUnavailableError if Redis is down.
+   * @throws LockError `busy` if not acquired within `waitMs`; `unavailable` if Redis is down.
    */
   async function withLock<T>(resource: string, fn: (signal: AbortSignal, lock: Lock) => Promise<T>, options: AcquireOptions = {}): Promise<T> {
     const { leaseMs } = opts(options);
     const lock = await acquire(resource, options);
-    if (!lock) throw new LockNotAcquiredError(resource);
+    if (!lock) throw new LockError('busy', 'withLock', resource);
     const ctrl = new AbortController();
     const forward = () => ctrl.abort(options.signal?.reason);
     options.signal?.addEventListener('abort', forward, { once: true });
     const every = Math.max(1, Math.floor(leaseMs / 3));
     let stopped = false;
     const tick = async () => {
-      const ok = await lock.extend(leaseMs).catch((cause: unknown) => new LockLostError(resource, { cause }));
+      const ok = await lock.extend(leaseMs).catch((cause: unknown) => new LockError('lost', 'withLock', resource, { cause }));
       if (stopped) return;
       if (ok === true) timer = setTimeout(tick, every);
-      else ctrl.abort(ok === false ? new LockLostError(resource) : ok);
+      else ctrl.abort(ok === false ? new LockError('lost', 'withLock', resource) : ok);
     };
     let timer = setTimeout(tick, every);
     try {
@@ -349,8 +320,8 @@ export function createLocks({ redis, keys, defaults = {} }: CreateLocksOptions) 
    * const permit = await locks.semaphore('pdf-render', { limit: 4 }).acquire({ waitMs: 1_000 });
    */
   function semaphore(name: string, { limit, leaseMs = 10_000 }: { limit: number; /** @default 10_000 */ leaseMs?: number }) {
-    positiveInt('limit', limit);
-    positiveInt('leaseMs', leaseMs);
+    wholeNumber('semaphore: limit', limit);
+    wholeNumber('semaphore: leaseMs', leaseMs);
     const key = keys.slotted('sem', name);
     return {
       /** One round trip per attempt; `null` if no permit freed up within `waitMs` (default 0). */
@@ -359,9 +330,9 @@ export function createLocks({ redis, keys, defaults = {} }: CreateLocksOptions) 
         const token = newToken();
         return poll(async () => {
           const sent = Date.now();
-          const [ok, n] = await run<[number, number]>(redis, SCRIPTS.semAcquire, [key], [limit, leaseMs, token]);
+          const [ok, n] = await run<[number, number]>(redis, 'acquire', SCRIPTS.semAcquire, [key], [limit, leaseMs, token]);
           if (ok !== 1) return n;
-          return Object.assign(handle(sent + leaseMs, () => run(redis, SCRIPTS.semUpdate, [key], [token, 0]), (ms) => run(redis, SCRIPTS.semUpdate, [key], [token, ms])), { token });
+          return Object.assign(handle(sent + leaseMs, () => run(redis, 'release', SCRIPTS.semUpdate, [key], [token, 0]), (ms) => run(redis, 'extend', SCRIPTS.semUpdate, [key], [token, ms])), { token });
         }, waitMs, retry, signal);
       },
     };
@@ -369,7 +340,7 @@ export function createLocks({ redis, keys, defaults = {} }: CreateLocksOptions) 
 
   /** Who holds `resource`, with which fence, for how much longer. One round trip, read only. */
   async function inspect(resource: string): Promise<LockInfo> {
-    const [held, fence, holder, pttl] = await run<[number, number?, string?, number?]>(redis, SCRIPTS.inspect, [keys.slotted('lock', resource)], []);
+    const [held, fence, holder, pttl] = await run<[number, number?, string?, number?]>(redis, 'inspect', SCRIPTS.inspect, [keys.slotted('lock', resource)], []);
     const info: LockInfo = { held: held === 1 };
     if (fence !== undefined) info.fence = fence;
     if (holder !== undefined) info.holder = holder;

@@ -18,7 +18,8 @@
  * Keys share the account's hash tag (one Cluster slot per account). Redis forgetting them resets the
  * counts (an attacker gets a fresh budget) and the device trust (a known device is untrusted until
  * its next success): what may be lost, never a lock-out. Failure policy: fail CLOSED; a Redis
- * failure rejects with {@link LoginThrottleError} (503): an outage must not open the door.
+ * failure rejects with a `LoginThrottleError` (`unavailable`, 503 through `edge-redis/hono`): an
+ * outage must not open the door.
  *
  * Round trips: `check` 1 (with a batching client, alongside the session load); `succeeded` 1
  * (alongside the session save); a failed attempt 0 (its reservation simply stays).
@@ -32,10 +33,13 @@
  * if (!gate.allowed) return tooMany(gate.retryAfterMs);
  * if (await passwordOk()) setCookie(c, 'did', await gate.attempt.succeeded(), { httpOnly: true });
  */
-import { AppError } from './errors.ts';
+import { LoginThrottleError } from './errors.ts';
 import type { KeySchema } from './keys.ts';
 import type { RedisCommands } from './redis.ts';
-import { runScript, type LuaScript } from './script.ts';
+import { LUA_NOW_MS, runScript, type LuaScript } from './script.ts';
+import { base64url, digest, randomBytes, wholeNumber } from './util.ts';
+
+export { LoginThrottleError };
 
 /** The commands this module sends (scripts only). */
 export type LoginThrottleRedis = RedisCommands<'evalsha' | 'eval'>;
@@ -46,10 +50,10 @@ export const SCRIPTS = {
   // its own log and not on the account's; anything else on the address's and the account's.
   // Returns {allowed, trusted, which refused ('' | 'source' | 'account'), retry ms, source left, account left (-1: not counted)}.
   check: {
-    src: `local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local trusted = ARGV[6] == '1' and redis.call('EXISTS', KEYS[4]) == 1
-local src = trusted and KEYS[2] or KEYS[1]
+    src: `local addressLog, deviceLog, accountLog, trust = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local nonce, sourceLimit, sourceWindow, accountLimit, accountWindow, presented = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
+${LUA_NOW_MS}local trusted = presented and redis.call('EXISTS', trust) == 1
+local src = trusted and deviceLog or addressLog
 local function room(key, limit, window)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
   local n = redis.call('ZCARD', key)
@@ -57,38 +61,32 @@ local function room(key, limit, window)
   local first = redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')
   return 0, tonumber(first[2]) + window - now
 end
-local sLeft, sRetry = room(src, tonumber(ARGV[2]), tonumber(ARGV[3]))
+local sLeft, sRetry = room(src, sourceLimit, sourceWindow)
 local aLeft, aRetry = 0, 0
-if not trusted then aLeft, aRetry = room(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[5])) end
+if not trusted then aLeft, aRetry = room(accountLog, accountLimit, accountWindow) end
 local tflag = trusted and 1 or 0
 if sLeft == 0 then return {0, tflag, 'source', sRetry, 0, aLeft} end
 if not trusted and aLeft == 0 then return {0, tflag, 'account', aRetry, sLeft, 0} end
-redis.call('ZADD', src, now, ARGV[1])
-redis.call('PEXPIRE', src, ARGV[3])
+redis.call('ZADD', src, now, nonce)
+redis.call('PEXPIRE', src, sourceWindow)
 if trusted then return {1, 1, '', 0, sLeft - 1, -1} end
-redis.call('ZADD', KEYS[3], now, ARGV[1])
-redis.call('PEXPIRE', KEYS[3], ARGV[5])
+redis.call('ZADD', accountLog, now, nonce)
+redis.call('PEXPIRE', accountLog, accountWindow)
 return {1, 0, '', 0, sLeft - 1, aLeft - 1}`,
-    sha: '4e0eac738b183f69500b2eb3845e6b74935a0e5f',
+    sha: '6363ed3ec870c43c94121db952018e8dd2f8db8e',
   },
   // KEYS: as check. ARGV: nonce, trust ms. Clears the failures of the address and of the device,
   // gives the account reservation back, and trusts the device.
   succeeded: {
-    src: `redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
+    src: `local addressLog, deviceLog, accountLog, trust = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local nonce, trustMs = ARGV[1], ARGV[2]
+redis.call('DEL', addressLog, deviceLog)
+redis.call('ZREM', accountLog, nonce)
+redis.call('SET', trust, '1', 'PX', trustMs)
 return 1`,
-    sha: '1a70d57326ce64ba9d2152935fc19f8c5f369b5f',
+    sha: '3372ac6e176766af6c97d15f5436155203bc576d',
   },
 } as const satisfies Record<string, LuaScript>;
-
-/** Redis could not be reached: whether the attempt may go on is unknown, so it may not. */
-export class LoginThrottleError extends AppError {
-  override name = 'LoginThrottleError';
-  constructor(options: { cause: unknown }) {
-    super('unavailable', { detail: 'Logins cannot be checked right now; try again shortly.', headers: { 'retry-after': '1' }, cause: options.cause });
-  }
-}
 
 export interface ThrottleLimit {
   limit: number;
@@ -129,32 +127,27 @@ export type Gate =
   | { allowed: false; by: 'source' | 'account'; retryAfterMs: number; trusted: boolean };
 
 const DEVICE = /^[A-Za-z0-9_-]{43}$/;
-const enc = new TextEncoder();
-const b64url = (b: Uint8Array) => btoa(String.fromCharCode(...b)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
-const sha256 = async (s: string) => b64url(new Uint8Array(await crypto.subtle.digest('SHA-256', enc.encode(s))));
-
 function checkLimit(name: string, l: ThrottleLimit): void {
-  if (!Number.isSafeInteger(l.limit) || l.limit < 1 || !Number.isSafeInteger(l.windowMs) || l.windowMs < 1) {
-    throw new RangeError(`login throttle: ${name} needs a whole limit ≥ 1 and windowMs ≥ 1`);
-  }
+  wholeNumber(`login throttle: ${name}.limit`, l.limit);
+  wholeNumber(`login throttle: ${name}.windowMs`, l.windowMs);
 }
 
 /**
  * Builds the throttle. Does no I/O.
  *
  * @example
- * const throttle = createLoginThrottle({ redis: services(env).redis, keys, perSource: { limit: 5, windowMs: 900_000 }, perAccount: { limit: 20, windowMs: 3_600_000 } });
+ * const throttle = createLoginThrottle({ redis, keys, perSource: { limit: 5, windowMs: 900_000 }, perAccount: { limit: 20, windowMs: 3_600_000 } });
  */
 export function createLoginThrottle({ redis, keys, perSource, perAccount, trustMs = 2_592_000_000 }: LoginThrottleOptions) {
   checkLimit('perSource', perSource);
   checkLimit('perAccount', perAccount);
-  if (!Number.isSafeInteger(trustMs) || trustMs < 1) throw new RangeError('login throttle: trustMs must be whole ms ≥ 1');
+  wholeNumber('login throttle: trustMs', trustMs);
 
-  const run = async <T>(script: (typeof SCRIPTS)[keyof typeof SCRIPTS], k: string[], args: (string | number)[]): Promise<T> => {
+  const run = async <T>(op: string, script: (typeof SCRIPTS)[keyof typeof SCRIPTS], k: string[], args: (string | number)[]): Promise<T> => {
     try {
       return await runScript<T>(redis, script, k, args);
     } catch (cause) {
-      throw new LoginThrottleError({ cause });
+      throw new LoginThrottleError(op, { cause });
     }
   };
 
@@ -163,12 +156,12 @@ export function createLoginThrottle({ redis, keys, perSource, perAccount, trustM
     async check({ account, source, device }: Attempter): Promise<Gate> {
       if (!account || !source) throw new TypeError('login throttle: account and source are required');
       const presented = device !== undefined && DEVICE.test(device) ? device : undefined;
-      const token = presented ?? b64url(crypto.getRandomValues(new Uint8Array(32)));
-      const deviceId = await sha256(token);
+      const token = presented ?? base64url(randomBytes(32));
+      const deviceId = base64url(await digest('SHA-256', token));
       const k = [keys.slotted('login', account, 'src', source), keys.slotted('login', account, 'dev', deviceId), keys.slotted('login', account), keys.slotted('login', account, 'trust', deviceId)];
-      const nonce = b64url(crypto.getRandomValues(new Uint8Array(12)));
+      const nonce = base64url(randomBytes(12));
       const [ok, trustedFlag, by, retryMs, sourceLeft, accountLeft] = await run<[number, number, string, number, number, number]>(
-        SCRIPTS.check, k, [nonce, perSource.limit, perSource.windowMs, perAccount.limit, perAccount.windowMs, presented ? 1 : 0],
+        'check', SCRIPTS.check, k, [nonce, perSource.limit, perSource.windowMs, perAccount.limit, perAccount.windowMs, presented ? 1 : 0],
       );
       const trusted = trustedFlag === 1;
       if (ok !== 1) return { allowed: false, by: by === 'account' ? 'account' : 'source', retryAfterMs: Math.max(1, Number(retryMs)), trusted };
@@ -178,7 +171,7 @@ export function createLoginThrottle({ redis, keys, perSource, perAccount, trustM
           trusted,
           remaining: { source: Number(sourceLeft), account: Number(accountLeft) },
           async succeeded() {
-            await run(SCRIPTS.succeeded, k, [nonce, trustMs]);
+            await run('succeeded', SCRIPTS.succeeded, k, [nonce, trustMs]);
             return token;
           },
         },

@@ -11,11 +11,11 @@
  * - Everything taken is released (best effort; the leases bound a failed release) when the deadline
  *   passes, the signal aborts or Redis fails.
  *
- * Failure policy: fail closed, as lock.ts: a Redis failure rejects with `LockUnavailableError`.
+ * Failure policy: fail closed, as lock.ts: a Redis failure rejects with a `LockError` (`unavailable`).
  *
  * @example
- * const held = await acquireAll(services(c.env).locks, ['product:3', 'product:7'], { leaseMs: 10_000, waitMs: 5_000 });
- * if (!held) throw new AppError('conflict', { detail: 'busy' });
+ * const held = await acquireAll(locks, ['product:3', 'product:7'], { leaseMs: 10_000, waitMs: 5_000 });
+ * if (!held) return c.json({ error: 'busy' }, 409);
  * try { await write(held.map((l) => l.fence)); } finally { await releaseAll(held); }
  */
 import type { AcquireOptions, Lock, Locks } from './lock.ts';

@@ -7,8 +7,8 @@
  * for it. Hand it a plain client (`createRedis(env)`): the subscription is a stream, not a command,
  * and no command budget (`REDIS_TIMEOUT_MS`) applies to it once it is open.
  *
- * - `sseRelay` resolves only once Redis confirmed the subscription, so an outage answers 503
- *   problem+json before any byte of the stream: {@link PubSubUnavailableError}.
+ * - `sseRelay` resolves only once Redis confirmed the subscription, so an outage is known before
+ *   any byte of the stream: it rejects with a `PubSubError` (`unavailable`; 503 through `edge-redis/hono`).
  * - Each message goes out as `event: <event>\ndata: <json>\n\n` (the message re-serialised as one JSON
  *   line; a non-JSON payload arrives as a JSON string), plus a `: keepalive` comment every
  *   `keepaliveMs` so proxies keep the connection open.
@@ -19,18 +19,20 @@
  * - Known limit: the client does not report an upstream stream that ends quietly (REST server
  *   restarted); `maxAgeMs` bounds how long such a relay stays silent before the browser reconnects.
  *
- * Failure policy: fail closed before the stream starts (503); after that, a failure ends the stream.
+ * Failure policy: fail closed before the stream starts (`PubSubError`); after that, a failure ends the stream.
  *
  * @example
  * app.get('/events/inventory', async (c) => c.body(await sseRelay(createRedis(c.env), channel, { event: 'inventory' }), 200, SSE_HEADERS));
  * await publishJson(redis, channel, { type: 'inventory.changed', items, at: Date.now() });
  */
-import type { Redis } from '@upstash/redis/cloudflare';
-import { AppError } from './errors.ts';
+import { PubSubError } from './errors.ts';
 import type { RedisCommands } from './redis.ts';
+import { wholeNumber, withTimeout } from './util.ts';
+
+export { PubSubError };
 
 /** The client surface the relay uses. */
-export type SubscribeRedis = Pick<Redis, 'subscribe'>;
+export type SubscribeRedis = RedisCommands<'subscribe'>;
 
 /** Response headers of an SSE stream (`no-transform` and `X-Accel-Buffering` stop proxies buffering it). */
 export const SSE_HEADERS = {
@@ -38,14 +40,6 @@ export const SSE_HEADERS = {
   'cache-control': 'no-cache, no-transform',
   'x-accel-buffering': 'no',
 } as const;
-
-/** The subscription could not be opened (Redis or the REST endpoint is down, or too slow). */
-export class PubSubUnavailableError extends AppError {
-  override name = 'PubSubUnavailableError';
-  constructor(options: { cause: unknown }) {
-    super('unavailable', { detail: 'Live events are unavailable right now; try again shortly.', headers: { 'retry-after': '2' }, cause: options.cause });
-  }
-}
 
 export interface SseRelayOptions {
   /** The SSE `event:` name of each message. @default "message" */
@@ -70,20 +64,15 @@ export interface SseRelayOptions {
  * Publishes `message` as JSON on `channel`; answers how many subscribers Redis reached. One command.
  *
  * @example
- * await publishJson(services(c.env).redis, keys.key('events', 'inventory'), { type: 'inventory.changed', items, at });
+ * await publishJson(redis, keys.key('events', 'inventory'), { type: 'inventory.changed', items, at });
  */
 export function publishJson(redis: RedisCommands<'publish'>, channel: string, message: unknown): Promise<number> {
   return redis.publish(channel, JSON.stringify(message));
 }
 
-function positive(name: string, n: number): number {
-  if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`sseRelay: ${name} must be a positive whole number`);
-  return n;
-}
-
 /**
  * Subscribes to `channel` and answers a stream of SSE bytes relaying it, once Redis has confirmed the
- * subscription. Rejects with {@link PubSubUnavailableError} if it could not subscribe.
+ * subscription. Rejects with a `PubSubError` if it could not subscribe.
  *
  * @example
  * const stream = await sseRelay(createRedis(c.env), keys.key('events', 'inventory'), { event: 'inventory' });
@@ -94,24 +83,18 @@ export async function sseRelay(redis: SubscribeRedis, channel: string, options: 
     event = 'message', keepaliveMs = 15_000, connectTimeoutMs = 3_000, maxAgeMs = 600_000, retryMs = 3_000, unreadTimeoutMs = 10_000, maxQueued = 1_000, onClose,
   } = options;
   if (!/^[\w.:-]{1,64}$/.test(event)) throw new TypeError('sseRelay: event must be 1..64 of [A-Za-z0-9_.:-]');
-  for (const [name, n] of Object.entries({ keepaliveMs, connectTimeoutMs, maxAgeMs, retryMs, unreadTimeoutMs, maxQueued })) positive(name, n);
+  for (const [name, n] of Object.entries({ keepaliveMs, connectTimeoutMs, maxAgeMs, retryMs, unreadTimeoutMs, maxQueued })) wholeNumber(`sseRelay: ${name}`, n);
 
   const sub = redis.subscribe<unknown>(channel);
   try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no subscription confirmed within ${connectTimeoutMs} ms`)), connectTimeoutMs);
-      sub.on('subscribe', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      sub.on('error', (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
+    const confirmed = new Promise<void>((resolve, reject) => {
+      sub.on('subscribe', () => resolve());
+      sub.on('error', (err) => reject(err));
     });
+    await withTimeout(confirmed, connectTimeoutMs, () => new Error(`no subscription confirmed within ${connectTimeoutMs} ms`));
   } catch (cause) {
     await sub.unsubscribe().catch(() => undefined);
-    throw new PubSubUnavailableError({ cause });
+    throw new PubSubError('subscribe', { cause });
   }
 
   const encoder = new TextEncoder();

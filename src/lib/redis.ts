@@ -21,6 +21,9 @@
  * const [views] = await Promise.all([redis.incr(keys.key('views', id)), redis.get(keys.key('cache', id))]);
  */
 import { errors, Redis } from '@upstash/redis/cloudflare';
+import { RedisConfigError } from './errors.ts';
+
+export { RedisConfigError };
 
 /** The client every pattern receives. Patterns should accept a {@link RedisCommands} pick of it. */
 export type RedisClient = Redis;
@@ -58,11 +61,6 @@ export interface CreateRedisOptions {
    * @default 'tick'
    */
   batch?: 'tick' | 'task';
-}
-
-/** A missing or malformed Redis setting. The message names the variable, never its value. */
-export class RedisConfigError extends Error {
-  override name = 'RedisConfigError';
 }
 
 /** Budget of one HTTP request when `REDIS_TIMEOUT_MS` is unset, in ms. */

@@ -37,6 +37,14 @@ export type ReadonlyScriptRedis = RedisCommands<'evalshaRo' | 'evalRo'>;
 type Args = (string | number)[];
 
 /**
+ * The Lua preamble of every script that takes time from Redis: `now` is Redis's clock in ms, so
+ * isolates whose clocks disagree still agree on it.
+ */
+export const LUA_NOW_MS = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`;
+
+/**
  * Runs `script` by EVALSHA (EVALSHA_RO for an `ro` script), then once by EVAL (EVAL_RO) if Redis
  * lost it. Rejects with the client's error otherwise.
  */

@@ -20,8 +20,10 @@
  */
 import type { LuaScript } from './script.ts';
 
-// Shared helpers. KEYS[1] is the stream and KEYS[2] the tally in every script that uses them.
-const HELPERS = `local function before(a, b)
+// Every script opens with this: KEYS[1] is the stream and KEYS[2] the tally in all of them, and the
+// shared helpers below use both.
+const HELPERS = `local stream, tally = KEYS[1], KEYS[2]
+local function before(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
   local bm, bs = string.match(b, '^(%d+)-(%d+)$')
   am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
@@ -36,56 +38,62 @@ local function counted(id, flat, from)
   if f and from and not before(id, from) then return f end
   return nil
 end
+-- Redis time in µs: the floor of every batch sequence.
+local function nowUs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local function untally(id, flat)
-  local f = counted(id, flat, redis.call('HGET', KEYS[2], '_e'))
-  if f and redis.call('HINCRBY', KEYS[2], f, -1) <= 0 then redis.call('HDEL', KEYS[2], f) end
+  local f = counted(id, flat, redis.call('HGET', tally, '_e'))
+  if f and redis.call('HINCRBY', tally, f, -1) <= 0 then redis.call('HDEL', tally, f) end
 end
 `;
 
 export const SCRIPTS = {
   // KEYS: stream, tally. ARGV: maxLen, tally field ('' none), field/value pairs. Returns the id.
   enqueue: {
-    src: `${HELPERS}if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
-local args = {KEYS[1], '*'}
-if ARGV[2] ~= '' then args[#args + 1] = '_t'; args[#args + 1] = ARGV[2] end
+    src: `${HELPERS}local maxLen, field = tonumber(ARGV[1]), ARGV[2]
+if redis.call('EXISTS', stream) == 0 then redis.call('DEL', tally) end
+local args = {stream, '*'}
+if field ~= '' then args[#args + 1] = '_t'; args[#args + 1] = field end
 for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
 local id = redis.call('XADD', unpack(args))
-if ARGV[2] ~= '' then
-  if redis.call('HEXISTS', KEYS[2], '_e') == 0 then
-    redis.call('DEL', KEYS[2])
-    redis.call('HSET', KEYS[2], '_e', id)
+if field ~= '' then
+  if redis.call('HEXISTS', tally, '_e') == 0 then
+    redis.call('DEL', tally)
+    redis.call('HSET', tally, '_e', id)
   end
-  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+  redis.call('HINCRBY', tally, field, 1)
 end
-local over = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
+local over = redis.call('XLEN', stream) - maxLen
 if over > 0 then
-  for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', over)) do
+  for _, e in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', over)) do
     untally(e[1], e[2])
-    redis.call('XDEL', KEYS[1], e[1])
+    redis.call('XDEL', stream, e[1])
   end
 end
 return id`,
-    sha: '0cdb081ad690ea2ee4480b1a262bf67badc8fe36',
+    sha: '95c6a8dd139fa2d2501adc0b222352de3efb53c7',
   },
   // KEYS: stream, tally, dlq, seq. ARGV: group, consumer, count, min idle ms, max deliveries, dlq maxLen.
   // Creates the group if missing; reclaims idle entries (dead-lettering those delivered too often),
   // tops the batch up with new ones and numbers it. Returns JSON {seq, batch: [[id, flat fields,
   // deliveries]], dead: [ids]}.
   claim: {
-    src: `${HELPERS}local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
-local count, maxDel = tonumber(ARGV[3]), tonumber(ARGV[5])
-if redis.call('EXISTS', stream) == 0 then redis.call('DEL', KEYS[2]) end
+    src: `${HELPERS}local dlq, seqKey = KEYS[3], KEYS[4]
+local group, consumer, count, minIdle, maxDel, dlqMaxLen = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), ARGV[6]
+if redis.call('EXISTS', stream) == 0 then redis.call('DEL', tally) end
 local made = redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
 if type(made) == 'table' and made.err and not string.find(made.err, 'BUSYGROUP', 1, true) then return redis.error_reply(made.err) end
 local batch, dead = {}, {}
-local claimed = redis.call('XAUTOCLAIM', stream, group, consumer, ARGV[4], '0-0', 'COUNT', count)
+local claimed = redis.call('XAUTOCLAIM', stream, group, consumer, minIdle, '0-0', 'COUNT', count)
 for _, e in ipairs(claimed[2]) do
   if type(e) == 'table' then
     local id = e[1]
     local p = redis.call('XPENDING', stream, group, id, id, 1)
     local n = (p[1] and tonumber(p[1][4])) or 1
     if n > maxDel then
-      local args = {KEYS[3], 'MAXLEN', '~', ARGV[6], '*', '_id', id, '_deliveries', n}
+      local args = {dlq, 'MAXLEN', '~', dlqMaxLen, '*', '_id', id, '_deliveries', n}
       for _, v in ipairs(e[2]) do args[#args + 1] = v end
       redis.call('XADD', unpack(args))
       untally(id, e[2])
@@ -103,54 +111,53 @@ if #batch < count then
 end
 local seq = '0'
 if #batch > 0 then
-  local t = redis.call('TIME')
-  local n = math.max((tonumber(redis.call('GET', KEYS[4])) or 0) + 1, t[1] * 1000000 + t[2])
+  local n = math.max((tonumber(redis.call('GET', seqKey)) or 0) + 1, nowUs())
   seq = string.format('%d', n)
-  redis.call('SET', KEYS[4], seq)
+  redis.call('SET', seqKey, seq)
 end
 return cjson.encode({seq, batch, dead})`,
-    sha: '90da74bb055cd1cffbf631c87abee9994f5faf1c',
+    sha: 'a7dbef315267be0607e455dab58f51dde6746e9c',
   },
   // KEYS: stream, tally. ARGV: group, ids. Retires each entry this call acks (an entry another drain
   // acked first is left alone): out of the tally, out of the stream. Returns how many were acked.
   ack: {
-    src: `${HELPERS}local n = 0
+    src: `${HELPERS}local group = ARGV[1]
+local n = 0
 for i = 2, #ARGV do
-  local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])[1]
-  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
+  local id = ARGV[i]
+  local e = redis.call('XRANGE', stream, id, id)[1]
+  if redis.call('XACK', stream, group, id) == 1 then
     n = n + 1
     if e then
       untally(e[1], e[2])
-      redis.call('XDEL', KEYS[1], ARGV[i])
+      redis.call('XDEL', stream, id)
     end
   end
 end
 return n`,
-    sha: '36b15a62c70de76b3dc39e29e520055cb0ce3c07',
+    sha: '7b0946720469691364e75a5b6a6ca09be6f20538',
   },
   // KEYS: stream, tally, seq. ARGV: tally fields. Returns JSON {seq, [[count, [in-flight ids]] per
   // field]}: what the tally counts, and which of those entries are in flight (in a group's PEL).
   snapshot: {
-    src: `${HELPERS}local want, out = {}, {}
+    src: `${HELPERS}local seqKey = KEYS[3]
+local want, out = {}, {}
 for i = 1, #ARGV do want[ARGV[i]] = i; out[i] = {0, {}} end
-local seq = redis.call('GET', KEYS[3])
-if not seq then
-  local t = redis.call('TIME')
-  seq = string.format('%d', t[1] * 1000000 + t[2])
-end
-local from = redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[2], '_e')
+local seq = redis.call('GET', seqKey)
+if not seq then seq = string.format('%d', nowUs()) end
+local from = redis.call('EXISTS', stream) == 1 and redis.call('HGET', tally, '_e')
 if from then
-  for i = 1, #ARGV do out[i][1] = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0') end
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  for i = 1, #ARGV do out[i][1] = tonumber(redis.call('HGET', tally, ARGV[i]) or '0') end
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
     local name, pending
     for j = 1, #g, 2 do
       if g[j] == 'name' then name = g[j + 1] elseif g[j] == 'pending' then pending = g[j + 1] end
     end
     local start = '-'
     while pending and pending > 0 do
-      local page = redis.call('XPENDING', KEYS[1], name, start, '+', 1000)
+      local page = redis.call('XPENDING', stream, name, start, '+', 1000)
       for _, p in ipairs(page) do
-        local e = redis.call('XRANGE', KEYS[1], p[1], p[1])[1]
+        local e = redis.call('XRANGE', stream, p[1], p[1])[1]
         local f = e and counted(e[1], e[2], from)
         if f and want[f] then table.insert(out[want[f]][2], e[1]) end
       end
@@ -160,7 +167,7 @@ if from then
   end
 end
 return cjson.encode({seq, out})`,
-    sha: '25fc955dd70ddb7f1484e1362e41a0613de76b75',
+    sha: 'ed3cfffdc009c5a6f6ad9fd3348845f640d5791e',
     ro: true,
   },
 } as const satisfies Record<string, LuaScript>;

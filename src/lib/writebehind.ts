@@ -24,11 +24,11 @@
  * client). Every operation is one Lua script, so each step is atomic. A drain goes on until the
  * stream is empty, `budgetMs` is spent or `maxBatches` are done, whichever comes first.
  *
- * Keys (give `stream` a hash tag, e.g. `keys.slotted('wb', 'views')`, so all share a Cluster slot):
+ * Keys (`stream` is `keys.slotted('wb', name)`: all of them share its hash tag, one Cluster slot):
  * `<stream>` the queue (one consumer group per stream: an ack deletes the entry); `<stream>:dlq`
  * dead letters (fields + `_id`, `_deliveries`); `<stream>:tally`; `<stream>:seq`.
  *
- * Failure policy: fail closed, loudly. Redis failures reject with {@link WriteBehindError}; the
+ * Failure policy: fail closed, loudly. Redis failures reject with a `WriteBehindError` (`unavailable`); the
  * caller decides (a page view may be dropped with a log line, an order may not). A handler that
  * throws stops the drain: its batch stays pending, is reclaimed after `claimIdleMs` by a later
  * drain and, after `maxDeliveries` deliveries, goes to the dead-letter stream whole. So a handler
@@ -39,34 +39,22 @@
  * are dropped, out of their tally too. Size it above the backlog of the longest drain outage you accept.
  *
  * @example
- * const views = createWriteBehind({ redis, stream: keys.slotted('wb', 'views') });
+ * const views = createWriteBehind({ redis, keys, name: 'views' });
  * c.executionCtx.waitUntil(views.enqueue({ p: '42' }, { tally: '42' }));
  * // in scheduled():
  * await views.drain({ group: 'd1', consumer: 'cron', handler: (b) => store(b.seq, b.entries) });
  */
+import { WriteBehindError, type DrainProgress } from './errors.ts';
+import type { KeySchema } from './keys.ts';
 import type { RedisCommands } from './redis.ts';
 import { runScript } from './script.ts';
+import { jsonReply, wholeNumber } from './util.ts';
 import { SCRIPTS } from './writebehind-scripts.ts';
 
-export { SCRIPTS };
+export { SCRIPTS, WriteBehindError };
 
 /** The commands this module sends (all scripts). */
 export type WriteBehindRedis = RedisCommands<'evalsha' | 'eval' | 'evalshaRo' | 'evalRo'>;
-
-/** A Redis failure (`redis`) or a handler that threw (`handler`, with the progress made before it). */
-export class WriteBehindError extends Error {
-  override name = 'WriteBehindError';
-  readonly code: 'redis' | 'handler';
-  readonly op: 'enqueue' | 'drain' | 'snapshot';
-  /** What the drain had done before it stopped. */
-  readonly report: DrainReport | undefined;
-  constructor(code: WriteBehindError['code'], op: WriteBehindError['op'], options: { cause?: unknown; report?: DrainReport } = {}) {
-    super(`write-behind ${op}: ${code}`, { cause: options.cause });
-    this.code = code;
-    this.op = op;
-    this.report = options.report;
-  }
-}
 
 /** One stream entry as the handler sees it. */
 export interface StreamEntry {
@@ -112,7 +100,7 @@ export interface DrainOptions {
   signal?: AbortSignal;
 }
 
-export interface DrainReport {
+export interface DrainReport extends DrainProgress {
   /** Handler calls that succeeded. */
   batches: number;
   /** Entries acked (stored). */
@@ -134,16 +122,19 @@ export interface Pending {
 export interface WriteBehind {
   /** XADD (MAXLEN ~) the fields, and count the entry in `tally` if given. 1 round trip; resolves the entry id. */
   enqueue(fields: Readonly<Record<string, string | number>>, options?: { tally?: string }): Promise<string>;
-  /** Drains until the stream is empty, the budget is spent or `maxBatches` are done. Rejects with {@link WriteBehindError}: `handler` (with its `report`) or `redis`. */
+  /** Drains until the stream is empty, the budget is spent or `maxBatches` are done. Rejects with {@link WriteBehindError}: `handler` (with its `report`) or `unavailable`. */
   drain(options: DrainOptions): Promise<DrainReport>;
   /** Atomically: the last batch `seq` and, per tally field, the unacked count and in-flight ids. 1 round trip. */
   snapshot(tallies: readonly string[]): Promise<{ seq: number; pending: Pending[] }>;
+  /** The queue's keys (for inspecting the backlog or the dead letters with plain commands). */
+  readonly keys: { stream: string; dlq: string; tally: string; seq: string };
 }
 
 export interface WriteBehindOptions {
   redis: WriteBehindRedis;
-  /** The stream key. Its companions are `<stream>:dlq`, `:tally`, `:seq`. */
-  stream: string;
+  keys: KeySchema;
+  /** The queue's name: its stream is `keys.slotted('wb', name)`, with `:dlq`, `:tally`, `:seq` beside it. */
+  name: string;
   /** Approximate cap on the stream's length. @default 100_000 */
   maxLen?: number;
   /** Approximate cap on the dead-letter stream's length. @default 10_000 */
@@ -152,16 +143,8 @@ export interface WriteBehindOptions {
 
 const RESERVED = /^_/;
 
-/** The client JSON-parses script replies that look like JSON; accept both forms. cjson writes `{}` for an empty list. */
-function json(reply: unknown): unknown {
-  return typeof reply === 'string' ? JSON.parse(reply) : reply;
-}
+/** cjson writes `{}` for an empty list. */
 const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
-
-function positive(name: string, n: number, min = 1): number {
-  if (!Number.isSafeInteger(n) || n < min) throw new RangeError(`write-behind: ${name} must be an integer >= ${min}, got ${n}`);
-  return n;
-}
 
 function entryOf(row: unknown): StreamEntry {
   const [id, flat, deliveries] = list(row);
@@ -180,15 +163,17 @@ function entryOf(row: unknown): StreamEntry {
  * A write-behind queue on one stream. Does no I/O until called.
  *
  * @example
- * const q = createWriteBehind({ redis: services(env).redis, stream: keys.slotted('wb', 'views'), maxLen: 100_000 });
+ * const q = createWriteBehind({ redis, keys, name: 'views', maxLen: 100_000 });
  * await q.enqueue({ p: 42 }, { tally: '42' });
  */
-export function createWriteBehind({ redis, stream, maxLen = 100_000, dlqMaxLen = 10_000 }: WriteBehindOptions): WriteBehind {
-  positive('maxLen', maxLen);
-  positive('dlqMaxLen', dlqMaxLen);
+export function createWriteBehind({ redis, keys, name, maxLen = 100_000, dlqMaxLen = 10_000 }: WriteBehindOptions): WriteBehind {
+  const stream = keys.slotted('wb', name);
+  wholeNumber('write-behind: maxLen', maxLen);
+  wholeNumber('write-behind: dlqMaxLen', dlqMaxLen);
   const k = { stream, dlq: `${stream}:dlq`, tally: `${stream}:tally`, seq: `${stream}:seq` };
 
   return {
+    keys: k,
     async enqueue(fields, { tally } = {}) {
       const flat: string[] = [];
       for (const [name, value] of Object.entries(fields)) {
@@ -200,25 +185,25 @@ export function createWriteBehind({ redis, stream, maxLen = 100_000, dlqMaxLen =
       try {
         return String(await runScript<unknown>(redis, SCRIPTS.enqueue, [k.stream, k.tally], [maxLen, tally ?? '', ...flat]));
       } catch (cause) {
-        throw new WriteBehindError('redis', 'enqueue', { cause });
+        throw new WriteBehindError('unavailable', 'enqueue', { cause });
       }
     },
 
     async drain({ group, consumer, handler, batchSize = 100, maxBatches = Infinity, budgetMs = 20_000, maxDeliveries = 5, claimIdleMs = 60_000, signal }) {
       const until = Date.now() + budgetMs;
-      positive('batchSize', batchSize);
-      if (!(maxBatches >= 1)) throw new RangeError(`write-behind: maxBatches must be >= 1, got ${maxBatches}`);
-      positive('budgetMs', budgetMs, 0);
-      positive('maxDeliveries', maxDeliveries);
-      positive('claimIdleMs', claimIdleMs, 0);
+      wholeNumber('write-behind: batchSize', batchSize);
+      if (maxBatches !== Infinity) wholeNumber('write-behind: maxBatches', maxBatches);
+      wholeNumber('write-behind: budgetMs', budgetMs, { min: 0 });
+      wholeNumber('write-behind: maxDeliveries', maxDeliveries);
+      wholeNumber('write-behind: claimIdleMs', claimIdleMs, { min: 0 });
       const report: DrainReport = { batches: 0, acked: 0, deadLettered: [], redelivered: 0 };
       const claim = () =>
         runScript<unknown>(redis, SCRIPTS.claim, [k.stream, k.tally, k.dlq, k.seq], [group, consumer, batchSize, claimIdleMs, maxDeliveries, dlqMaxLen]).then((reply) => {
-          const [seq, rows, dead] = list(json(reply));
+          const [seq, rows, dead] = list(jsonReply(reply));
           return { seq: Number(seq), entries: list(rows).map(entryOf), dead: list(dead).map(String) };
         });
       const ack = (ids: string[]) => runScript<number>(redis, SCRIPTS.ack, [k.stream, k.tally], [group, ...ids]);
-      const redisFailure = (cause: unknown) => new WriteBehindError('redis', 'drain', { cause, report });
+      const redisFailure = (cause: unknown) => new WriteBehindError('unavailable', 'drain', { cause, report });
 
       let next: ReturnType<typeof claim> | undefined = claim();
       while (next) {
@@ -254,7 +239,7 @@ export function createWriteBehind({ redis, stream, maxLen = 100_000, dlqMaxLen =
 
     async snapshot(tallies) {
       try {
-        const [seq, rows] = list(json(await runScript<unknown>(redis, SCRIPTS.snapshot, [k.stream, k.tally, k.seq], [...tallies])));
+        const [seq, rows] = list(jsonReply(await runScript<unknown>(redis, SCRIPTS.snapshot, [k.stream, k.tally, k.seq], [...tallies])));
         return {
           seq: Number(seq),
           pending: tallies.map((_, i) => {
@@ -263,7 +248,7 @@ export function createWriteBehind({ redis, stream, maxLen = 100_000, dlqMaxLen =
           }),
         };
       } catch (cause) {
-        throw new WriteBehindError('redis', 'snapshot', { cause });
+        throw new WriteBehindError('unavailable', 'snapshot', { cause });
       }
     },
   };

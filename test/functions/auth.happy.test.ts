@@ -3,7 +3,7 @@
  * out, with the cookie carried by hand; plus the round trips of a login.
  */
 import { describe, expect, test } from 'vitest';
-import { hashPassword, verifyPassword } from '../../src/lib/password.ts';
+import { hashPassword, verifyPassword } from '../../src/functions/password.ts';
 import { countTrips } from '../support/round-trips.ts';
 import { call, env, freshIp, freshName, login, loggedIn, PASSWORD, register } from './auth.support.ts';
 

@@ -3,7 +3,8 @@
  * What may be lost: sessions (logged out), the failed-login counts (reset), a device's trust (it is
  * throttled like an unknown device until its next login). What never happens: a correct password
  * counted as a failure, an owner refused because of their own logins, an error other than 401/429
- * for a login, a session that comes back after a log-out.
+ * for a login, a session that comes back after a log-out, a session that outlives "log out everywhere"
+ * because Redis lost the user's session index.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { envOn, privateRedis, type PrivateRedis } from '../support/faults.ts';
@@ -107,5 +108,27 @@ describe('a random share of the keys deleted again and again', () => {
     } finally {
       expect((await stop()).rounds).toBeGreaterThan(0);
     }
+  });
+});
+
+describe("the user's session index lost", () => {
+  test('every session of the user is logged out (401); a new login is the only one listed, and log out everywhere ends it too', async () => {
+    const ip = freshIp();
+    const u = await registered(ip);
+    const first = await login(ip, u);
+    const { id } = first.body as { id: number };
+    const phone = first.sid!;
+    const laptop = (await login(ip, u)).sid!;
+    expect((await at('/auth/sessions', { ip, sid: phone })).status).toBe(200);
+    expect(await lab.del(`${own.REDIS_KEY_APP}:${own.APP_ENV}:user-sess:${id}`)).toBe(1);
+    // Before the load checked the index, both stayed logged in, and log-out-all could not find them.
+    for (const sid of [phone, laptop]) expect((await at('/auth/sessions', { ip, sid })).status).toBe(401);
+    const tablet = (await login(ip, u)).sid!;
+    const listed = await at('/auth/sessions', { ip, sid: tablet });
+    expect((listed.body as { items: unknown[] }).items).toHaveLength(1);
+    const all = await at('/auth/logout-all', { method: 'POST', ip, sid: tablet });
+    expect(all.status, all.text).toBe(200);
+    expect(all.body).toEqual({ revoked: 1 });
+    for (const sid of [phone, laptop, tablet]) expect((await at('/auth/sessions', { ip, sid })).status).toBe(401);
   });
 });

@@ -7,7 +7,7 @@ import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test'
 import { inject, afterEach, describe, expect, it, vi } from 'vitest';
 import { decrementStatement, orderStatements } from '../../src/functions/orders.ts';
 import worker from '../../src/index.ts';
-import { fingerprint } from '../../src/lib/idempotency.ts';
+import { fingerprint } from 'edge-redis/idempotency';
 import { services } from '../../src/services.ts';
 import { failingRequests } from '../support/faults.ts';
 import {

@@ -8,7 +8,7 @@ import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { Hono } from 'hono';
 import type { AppEnv } from '../../src/env.ts';
-import { sessions } from '../../src/middleware.ts';
+import { provideServices, sessions } from '../../src/middleware.ts';
 import { services } from '../../src/services.ts';
 import { callWorker, sidCookie } from '../support/worker.ts';
 
@@ -54,7 +54,7 @@ export function checkout(shop: Env, sid: string | undefined, key: string | undef
 
 // The app's session middleware on a tiny app of its own: it writes sessions the Worker reads.
 const sessionApp = new Hono<AppEnv>();
-sessionApp.use(sessions);
+sessionApp.use(provideServices, sessions);
 sessionApp.post('/', async (c) => {
   const { cart, user } = await c.req.json<{ cart?: Record<string, number>; user?: string }>();
   const s = c.get('session');

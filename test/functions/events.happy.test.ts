@@ -4,7 +4,7 @@
  */
 import { env, exports } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
-import { publishJson } from '../../src/lib/pubsub.ts';
+import { publishJson } from 'edge-redis/pubsub';
 import { services } from '../../src/services.ts';
 import { countTrips } from '../support/round-trips.ts';
 import { checkout, createProduct, eventually, freshIp, gatewayUrl, keysOf, numsub, ownEnv, redis, withCart } from './checkout.support.ts';

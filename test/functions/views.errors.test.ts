@@ -8,7 +8,8 @@ import { Redis } from '@upstash/redis/cloudflare';
 import { env } from 'cloudflare:workers';
 import { afterEach, describe, expect, inject, it, vi } from 'vitest';
 import { applyViews, flushViews, readViews, VIEW_DRAIN, viewQueue } from '../../src/functions/views.ts';
-import { createWriteBehind, SCRIPTS, type WriteBehindRedis } from '../../src/lib/writebehind.ts';
+import { createWriteBehind, SCRIPTS, type WriteBehindRedis } from 'edge-redis/writebehind';
+import { services } from '../../src/services.ts';
 import { ADMIN, call, createProduct, fileEnv, prefixOf, runCron } from './products.support.ts';
 
 const e = fileEnv();
@@ -38,8 +39,9 @@ describe('a crash between the D1 commit and the ack', () => {
       evalshaRo: redis.evalshaRo.bind(redis) as WriteBehindRedis['evalshaRo'],
       evalRo: redis.evalRo.bind(redis) as WriteBehindRedis['evalRo'],
     };
-    const crashing = createWriteBehind({ redis: noAck, stream });
-    await expect(crashing.drain({ ...VIEW_DRAIN, handler: (b) => applyViews(env.DB, b) })).rejects.toMatchObject({ code: 'redis' });
+    const crashing = createWriteBehind({ redis: noAck, keys: services(e).keys, name: 'views' });
+    expect(crashing.keys.stream).toBe(stream);
+    await expect(crashing.drain({ ...VIEW_DRAIN, handler: (b) => applyViews(env.DB, b) })).rejects.toMatchObject({ code: 'unavailable' });
     expect(await flushed(p.id)).toBe(3); // committed in D1...
     expect(await redis.hget(`${stream}:tally`, String(p.id))).toBe(3); // ...and still pending in Redis
     expect(await readViews(e, p.id)).toBe(3);
@@ -81,7 +83,7 @@ describe('the cron when a dependency fails', () => {
   it('Redis down: scheduled() rejects and logs without keys or tokens', async () => {
     const error = vi.spyOn(console, 'error').mockImplementation(() => undefined);
     const down = { ...e, UPSTASH_REDIS_REST_URL: inject('downGatewayUrl') } as Env;
-    await expect(runCron(down)).rejects.toMatchObject({ name: 'WriteBehindError', code: 'redis' });
+    await expect(runCron(down)).rejects.toMatchObject({ name: 'WriteBehindError', code: 'unavailable' });
     const logged = error.mock.calls.flat().join(' ');
     expect(logged).toContain('views flush failed');
     expect(logged).not.toContain(env.UPSTASH_REDIS_REST_TOKEN);

@@ -5,7 +5,7 @@
  * not flushed yet.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { SCRIPTS } from '../../src/lib/writebehind.ts';
+import { SCRIPTS } from 'edge-redis/writebehind';
 import { envOn, failingRequests, privateRedis, type PrivateRedis } from '../support/faults.ts';
 import { call, createProduct, prefixOf, runCron } from './products.support.ts';
 

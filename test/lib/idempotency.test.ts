@@ -5,8 +5,9 @@
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
-import { canonicalJson, createIdempotency, fingerprint, IdempotencyUnavailableError, SCRIPTS } from '../../src/lib/idempotency.ts';
-import { keySchema } from '../../src/lib/keys.ts';
+import { edgeRedisProblem } from 'edge-redis/hono';
+import { canonicalJson, createIdempotency, fingerprint, IdempotencyError, SCRIPTS } from 'edge-redis/idempotency';
+import { keySchema } from 'edge-redis/keys';
 import { countTrips } from '../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
@@ -143,7 +144,7 @@ describe('begin / complete / release', () => {
 });
 
 describe('failure policy: fail closed', () => {
-  it('Redis stopped (the gateway answers 503): every call rejects with IdempotencyUnavailableError (503)', async () => {
+  it('Redis stopped (the gateway answers 503): every call rejects with IdempotencyError (503 through edge-redis/hono)', async () => {
     const down = new Redis({ url: inject('downGatewayUrl'), token });
     const idem = createIdempotency({ redis: down, keys: keySchema({ app: 'down', env: 'test' }) });
     const id = await fingerprint('k');
@@ -151,8 +152,9 @@ describe('failure policy: fail closed', () => {
     for (const call of calls) {
       expect(call.status).toBe('rejected');
       const err: unknown = call.status === 'rejected' ? call.reason : null;
-      expect(err).toBeInstanceOf(IdempotencyUnavailableError);
-      expect(err).toMatchObject({ status: 503, code: 'unavailable', cause: expect.anything() });
+      expect(err).toBeInstanceOf(IdempotencyError);
+      expect(err).toMatchObject({ pattern: 'idempotency', code: 'unavailable', cause: expect.anything() });
+      expect(edgeRedisProblem(err as IdempotencyError)).toMatchObject({ code: 'unavailable', headers: { 'retry-after': '1' } });
     }
   });
 });

@@ -2,8 +2,9 @@
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { describe, expect, inject, it } from 'vitest';
-import { keySchema } from '../../src/lib/keys.ts';
-import { createLeaderboard, LeaderboardUnavailableError } from '../../src/lib/leaderboard.ts';
+import { keySchema } from 'edge-redis/keys';
+import { edgeRedisProblem } from 'edge-redis/hono';
+import { createLeaderboard, LeaderboardError } from 'edge-redis/leaderboard';
 import { countTrips } from '../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
@@ -11,8 +12,8 @@ const token = env.UPSTASH_REDIS_REST_TOKEN;
 const redis = new Redis({ url, token });
 
 function setup() {
-  const key = keySchema({ app: 't' + crypto.randomUUID().slice(0, 8), env: 'test' }).key('leaderboard', 'best');
-  return { key, board: createLeaderboard({ redis, key }) };
+  const keys = keySchema({ app: 't' + crypto.randomUUID().slice(0, 8), env: 'test' });
+  return { key: keys.key('leaderboard', 'best'), board: createLeaderboard({ redis, keys, name: 'best' }) };
 }
 
 describe('leaderboard', () => {
@@ -52,10 +53,12 @@ describe('leaderboard', () => {
     expect(trips).toEqual([]);
   });
 
-  it('fails closed: Redis stopped → LeaderboardUnavailableError (503) with the cause', async () => {
+  it('fails closed: Redis stopped → LeaderboardError (503 through edge-redis/hono) with the cause', async () => {
     const down = new Redis({ url: inject('downGatewayUrl'), token });
-    const board = createLeaderboard({ redis: down, key: 'x' });
-    await expect(board.top(5)).rejects.toMatchObject({ name: 'LeaderboardUnavailableError', status: 503, cause: expect.anything() });
-    await expect(board.increment('1', 1)).rejects.toBeInstanceOf(LeaderboardUnavailableError);
+    const board = createLeaderboard({ redis: down, keys: keySchema(), name: 'x' });
+    const err: unknown = await board.top(5).catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: 'LeaderboardError', code: 'unavailable', op: 'top', cause: expect.anything() });
+    expect(edgeRedisProblem(err as LeaderboardError)).toMatchObject({ code: 'unavailable', headers: { 'retry-after': '1' } });
+    await expect(board.increment('1', 1)).rejects.toBeInstanceOf(LeaderboardError);
   });
 });

@@ -1,9 +1,10 @@
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { describe, expect, inject, it } from 'vitest';
-import { AppError } from '../../src/lib/errors.ts';
-import { keySchema } from '../../src/lib/keys.ts';
-import { createLocks, LockLostError, LockUnavailableError, SCRIPTS, type LockRedis } from '../../src/lib/lock.ts';
+import { EdgeRedisError } from 'edge-redis';
+import { PROBLEMS, edgeRedisProblem } from 'edge-redis/hono';
+import { keySchema } from 'edge-redis/keys';
+import { createLocks, LockError, SCRIPTS, type LockRedis } from 'edge-redis/lock';
 import { countTrips } from '../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
@@ -59,9 +60,9 @@ describe('cancellation', () => {
       locks.acquire('r', { leaseMs: 0 }).catch((e: unknown) => e),
       locks.acquire('r', { leaseMs: 1.5 }).catch((e: unknown) => e),
     ]));
-    expect(result.every((e) => e instanceof TypeError)).toBe(true);
+    expect(result.every((e) => e instanceof RangeError)).toBe(true);
     expect(count).toBe(0);
-    expect(() => locks.semaphore('s', { limit: 0 })).toThrow(TypeError);
+    expect(() => locks.semaphore('s', { limit: 0 })).toThrow(RangeError);
   });
 });
 
@@ -85,34 +86,34 @@ describe('scripts missing from the Redis script cache', () => {
 });
 
 describe('failure policy: fail closed', () => {
-  it('acquire rejects with LockUnavailableError (503, with cause) when Redis is down: never "acquired"', async () => {
+  it('acquire rejects with a LockError unavailable (503 through edge-redis/hono, with cause) when Redis is down: never "acquired"', async () => {
     const locks = createLocks({ redis: down(), keys: newKeys() });
     const err = await locks.acquire('r', { waitMs: 1_000 }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(LockUnavailableError);
-    expect(err).toBeInstanceOf(AppError);
-    const e = err as LockUnavailableError;
-    expect(e.status).toBe(503);
+    expect(err).toBeInstanceOf(LockError);
+    expect(err).toBeInstanceOf(EdgeRedisError);
+    const e = err as LockError;
     expect(e.code).toBe('unavailable');
+    expect(PROBLEMS[edgeRedisProblem(e).code].status).toBe(503);
     expect(e.cause).toBeInstanceOf(Error);
     // The client-facing text says nothing about Redis internals.
     expect(e.message).not.toMatch(/redis|ECONN|503/i);
   });
 
-  it('a network failure (nothing listening, after the client’s own retries) is LockUnavailableError too', async () => {
+  it('a network failure (nothing listening, after the client’s own retries) is a LockError unavailable too', async () => {
     const unreachable = new Redis({ url: inject('closedUrl'), token: 'x', retry: { retries: 1, backoff: () => 10 } });
     const locks = createLocks({ redis: unreachable, keys: newKeys() });
     const err = await locks.acquire('r').catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(LockUnavailableError);
-    expect((err as LockUnavailableError).cause).toBeInstanceOf(Error);
+    expect(err).toMatchObject({ name: 'LockError', code: 'unavailable' });
+    expect((err as LockError).cause).toBeInstanceOf(Error);
   });
 
   it('withLock, inspect and the semaphore fail closed too; fn never runs', async () => {
     const locks = createLocks({ redis: down(), keys: newKeys() });
     let called = false;
-    await expect(locks.withLock('r', async () => { called = true; })).rejects.toBeInstanceOf(LockUnavailableError);
+    await expect(locks.withLock('r', async () => { called = true; })).rejects.toMatchObject({ name: 'LockError', code: 'unavailable' });
     expect(called).toBe(false);
-    await expect(locks.inspect('r')).rejects.toBeInstanceOf(LockUnavailableError);
-    await expect(locks.semaphore('s', { limit: 3 }).acquire()).rejects.toBeInstanceOf(LockUnavailableError);
+    await expect(locks.inspect('r')).rejects.toMatchObject({ name: 'LockError', code: 'unavailable' });
+    await expect(locks.semaphore('s', { limit: 3 }).acquire()).rejects.toMatchObject({ name: 'LockError', code: 'unavailable' });
   });
 
   it('release and extend reject (not false) when Redis is unreachable, and a failed release can be retried', async () => {
@@ -126,14 +127,14 @@ describe('failure policy: fail closed', () => {
     const lock = await locks.acquire('r');
     if (!lock) throw new Error('not acquired');
     target = down();
-    await expect(lock.extend(5_000)).rejects.toBeInstanceOf(LockUnavailableError);
-    await expect(lock.release()).rejects.toBeInstanceOf(LockUnavailableError);
+    await expect(lock.extend(5_000)).rejects.toMatchObject({ name: 'LockError', code: 'unavailable' });
+    await expect(lock.release()).rejects.toMatchObject({ name: 'LockError', code: 'unavailable' });
     target = redis;
     expect(await lock.release()).toBe(true);
     expect(await redis.exists(keys.slotted('lock', 'r'))).toBe(0);
   });
 
-  it('withLock aborts fn with LockLostError (cause: LockUnavailableError) when Redis goes away mid-run', async () => {
+  it('withLock aborts fn with a LockError lost (cause: a LockError unavailable) when Redis goes away mid-run', async () => {
     const keys = newKeys();
     let target: Redis = redis;
     const switchable: LockRedis = {
@@ -147,8 +148,8 @@ describe('failure policy: fail closed', () => {
       await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
       reason = signal.reason;
       throw signal.reason;
-    }, { leaseMs: 300 })).rejects.toBeInstanceOf(LockLostError);
-    expect((reason as LockLostError).cause).toBeInstanceOf(LockUnavailableError);
+    }, { leaseMs: 300 })).rejects.toMatchObject({ name: 'LockError', code: 'lost' });
+    expect((reason as LockError).cause).toMatchObject({ name: 'LockError', code: 'unavailable' });
     // The lease frees the lock by itself: nothing was left without a TTL.
     const pttl = await redis.pttl(keys.slotted('lock', 'r'));
     expect(pttl).toBeLessThanOrEqual(300);

@@ -1,8 +1,9 @@
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { keySchema } from '../../src/lib/keys.ts';
-import { createLocks, LockLostError, LockNotAcquiredError, SCRIPTS, type Lock } from '../../src/lib/lock.ts';
+import { keySchema } from 'edge-redis/keys';
+import { PROBLEMS, edgeRedisProblem } from 'edge-redis/hono';
+import { createLocks, LockError, SCRIPTS, type Lock } from 'edge-redis/lock';
 import { countTrips } from '../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
@@ -233,7 +234,7 @@ describe('withLock', () => {
     expect(await redis.exists(key)).toBe(0);
   });
 
-  it('aborts fn’s signal with LockLostError when the lock is deleted out from under it', async () => {
+  it('aborts fn’s signal with a LockError lost when the lock is deleted out from under it', async () => {
     const { keys, locks } = setup();
     let reason: unknown;
     const run = locks.withLock('r', async (signal) => {
@@ -242,9 +243,9 @@ describe('withLock', () => {
       reason = signal.reason;
       throw signal.reason;
     }, { leaseMs: 300 });
-    await expect(run).rejects.toBeInstanceOf(LockLostError);
-    expect(reason).toBeInstanceOf(LockLostError);
-    expect((reason as LockLostError).resource).toBe('r');
+    await expect(run).rejects.toMatchObject({ name: 'LockError', code: 'lost' });
+    expect(reason).toMatchObject({ name: 'LockError', code: 'lost' });
+    expect((reason as LockError).resource).toBe('r');
   });
 
   it('aborts when someone else holds the lock after our lease lapsed, and leaves theirs alone', async () => {
@@ -258,20 +259,20 @@ describe('withLock', () => {
       expect(thief?.fence).toBe(lock.fence + 1);
       await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
       throw signal.reason;
-    }, { leaseMs: 300 })).rejects.toBeInstanceOf(LockLostError);
+    }, { leaseMs: 300 })).rejects.toMatchObject({ name: 'LockError', code: 'lost' });
     const t = thief as Lock | null;
     if (!t) throw new Error('thief did not acquire');
     expect(await redis.get(key)).toBe(`${t.fence}:${t.token}`);
     expect(await redis.pttl(key)).toBeGreaterThan(15_000);
   });
 
-  it('throws LockNotAcquiredError without calling fn when the lock stays busy', async () => {
+  it('throws a LockError busy (409 through edge-redis/hono) without calling fn when the lock stays busy', async () => {
     const { locks } = setup();
     const held = await locks.acquire('r');
     let called = false;
     const err = await locks.withLock('r', async () => { called = true; }, { waitMs: 50, retry: { minDelayMs: 10, maxDelayMs: 20 } }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(LockNotAcquiredError);
-    expect((err as LockNotAcquiredError).status).toBe(409);
+    expect(err).toMatchObject({ name: 'LockError', code: 'busy', resource: 'r' });
+    expect(PROBLEMS[edgeRedisProblem(err as LockError).code].status).toBe(409);
     expect(called).toBe(false);
     await held?.release();
   });

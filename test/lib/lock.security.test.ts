@@ -1,8 +1,8 @@
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { describe, expect, it } from 'vitest';
-import { keySchema } from '../../src/lib/keys.ts';
-import { createLocks, SCRIPTS } from '../../src/lib/lock.ts';
+import { keySchema } from 'edge-redis/keys';
+import { createLocks, SCRIPTS } from 'edge-redis/lock';
 
 const redis = new Redis({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN });
 

@@ -8,8 +8,9 @@
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { keySchema } from '../../src/lib/keys.ts';
-import { createLoginThrottle, LoginThrottleError, SCRIPTS, type Gate, type LoginThrottleRedis } from '../../src/lib/login-throttle.ts';
+import { keySchema } from 'edge-redis/keys';
+import { edgeRedisProblem } from 'edge-redis/hono';
+import { createLoginThrottle, LoginThrottleError, SCRIPTS, type Gate, type LoginThrottleRedis } from 'edge-redis/login-throttle';
 import { privateRedis, type PrivateRedis } from '../support/faults.ts';
 import { countTrips } from '../support/round-trips.ts';
 
@@ -118,11 +119,12 @@ describe('round trips and failure policy', () => {
     expect(ok.trips.map((x) => x.commands)).toEqual([['evalsha']]);
   });
 
-  it('Redis down: rejects with LoginThrottleError (503), never lets the attempt through', async () => {
+  it('Redis down: rejects with LoginThrottleError (503 through edge-redis/hono), never lets the attempt through', async () => {
     const t = setup(new Redis({ url: inject('downGatewayUrl'), token }));
     const err = await t.check({ account: 'jo', source: 'ip' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LoginThrottleError);
-    expect(err).toMatchObject({ status: 503 });
+    expect(err).toMatchObject({ code: 'unavailable', cause: expect.anything() });
+    expect(edgeRedisProblem(err as LoginThrottleError)).toMatchObject({ code: 'unavailable', headers: { 'retry-after': '1' } });
   });
 });
 

@@ -8,7 +8,7 @@
  */
 import { Redis } from '@upstash/redis/cloudflare';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { publishJson, sseRelay } from '../../src/lib/pubsub.ts';
+import { publishJson, sseRelay } from 'edge-redis/pubsub';
 import { privateRedis, type PrivateRedis } from '../support/faults.ts';
 
 let lab: PrivateRedis;

@@ -6,8 +6,9 @@
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { describe, expect, inject, it } from 'vitest';
-import { PubSubUnavailableError, publishJson, sseRelay, type SseRelayOptions } from '../../src/lib/pubsub.ts';
-import { createRedis } from '../../src/lib/redis.ts';
+import { edgeRedisProblem } from 'edge-redis/hono';
+import { PubSubError, publishJson, sseRelay, type SseRelayOptions } from 'edge-redis/pubsub';
+import { createRedis } from 'edge-redis/redis';
 
 const url = env.UPSTASH_REDIS_REST_URL;
 const token = env.UPSTASH_REDIS_REST_TOKEN;
@@ -114,10 +115,11 @@ describe('failure policy: 503 before the stream', () => {
     ['no confirmation within connectTimeoutMs (gateway +400 ms)', () => app(inject('slowGatewayUrl')), { connectTimeoutMs: 100 }, /no subscription confirmed within 100 ms/],
   ];
   for (const [name, client, options, cause] of cases) {
-    it(`${name}: PubSubUnavailableError (503, Retry-After) with the cause`, async () => {
+    it(`${name}: PubSubError (503 + Retry-After through edge-redis/hono) with the cause`, async () => {
       const err: unknown = await sseRelay(client(), channel(), options).then(() => null, (e: unknown) => e);
-      expect(err).toBeInstanceOf(PubSubUnavailableError);
-      expect(err).toMatchObject({ status: 503, code: 'unavailable', headers: { 'retry-after': '2' }, cause: { message: expect.stringMatching(cause) } });
+      expect(err).toBeInstanceOf(PubSubError);
+      expect(err).toMatchObject({ code: 'unavailable', cause: { message: expect.stringMatching(cause) } });
+      expect(edgeRedisProblem(err as PubSubError)).toMatchObject({ code: 'unavailable', headers: { 'retry-after': '2' } });
     });
   }
 });

@@ -4,7 +4,7 @@
  */
 import { env } from 'cloudflare:workers';
 import { describe, expect, inject, test } from 'vitest';
-import { classifyRedisError, createRedis, DEFAULT_REDIS_RETRIES, RedisConfigError, type RedisEnv } from '../../src/lib/redis.ts';
+import { classifyRedisError, createRedis, DEFAULT_REDIS_RETRIES, RedisConfigError, type RedisEnv } from 'edge-redis/redis';
 import { countTrips } from '../support/round-trips.ts';
 
 /** A fresh env object (so a fresh client) pointing at `url`. */

@@ -8,7 +8,8 @@
  */
 import { Redis } from '@upstash/redis/cloudflare';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createWriteBehind, SCRIPTS, type Batch, type WriteBehind, type WriteBehindRedis } from '../../src/lib/writebehind.ts';
+import { createWriteBehind, SCRIPTS, type Batch, type WriteBehind, type WriteBehindRedis } from 'edge-redis/writebehind';
+import { keySchema } from 'edge-redis/keys';
 import { privateRedis, type PrivateRedis } from '../support/faults.ts';
 
 let lab: PrivateRedis;
@@ -20,8 +21,8 @@ beforeAll(async () => {
 afterAll(() => lab?.stop());
 
 function setup(client: WriteBehindRedis = redis) {
-  const stream = `t${crypto.randomUUID().slice(0, 8)}:wb:{q}`;
-  return { q: createWriteBehind({ redis: client, stream }), stream, keys: { stream, tally: `${stream}:tally`, seq: `${stream}:seq`, dlq: `${stream}:dlq` } };
+  const q = createWriteBehind({ redis: client, keys: keySchema({ app: `t${crypto.randomUUID().slice(0, 8)}`, env: 'test' }), name: 'q' });
+  return { q, stream: q.keys.stream, keys: q.keys };
 }
 
 function memoryStore() {

@@ -8,7 +8,8 @@
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
-import { createWriteBehind, SCRIPTS, WriteBehindError, type Batch, type WriteBehind, type WriteBehindOptions, type WriteBehindRedis } from '../../src/lib/writebehind.ts';
+import { createWriteBehind, SCRIPTS, WriteBehindError, type Batch, type WriteBehind, type WriteBehindOptions, type WriteBehindRedis } from 'edge-redis/writebehind';
+import { keySchema } from 'edge-redis/keys';
 import { countTrips } from '../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
@@ -19,9 +20,11 @@ const sha1 = async (s: string) =>
   Array.from(new Uint8Array(await crypto.subtle.digest('SHA-1', new TextEncoder().encode(s))), (b) => b.toString(16).padStart(2, '0')).join('');
 
 function setup(options: Partial<WriteBehindOptions> = {}) {
-  const stream = `t${crypto.randomUUID().slice(0, 8)}:wb:{q}`;
-  const q = createWriteBehind({ redis, stream, ...options });
-  return { q, stream, dlq: `${stream}:dlq`, tally: `${stream}:tally`, seq: `${stream}:seq` };
+  const keys = keySchema({ app: `t${crypto.randomUUID().slice(0, 8)}`, env: 'test' });
+  const q = createWriteBehind({ redis, keys, name: 'q', ...options });
+  const stream = keys.slotted('wb', 'q');
+  expect(q.keys.stream).toBe(stream);
+  return { q, keys, stream, dlq: `${stream}:dlq`, tally: `${stream}:tally`, seq: `${stream}:seq` };
 }
 
 /** The D1 side in miniature: views per product, and every applied entry with its batch seq. */
@@ -85,9 +88,9 @@ describe('scripts and construction', () => {
   });
 
   it('does no I/O when built, and refuses bad options and reserved fields', async () => {
-    const { trips } = await countTrips(url, async () => createWriteBehind({ redis, stream: 'x:{y}' }));
+    const { trips } = await countTrips(url, async () => createWriteBehind({ redis, keys: keySchema(), name: 'y' }));
     expect(trips).toEqual([]);
-    expect(() => createWriteBehind({ redis, stream: 'x', maxLen: 0 })).toThrow(RangeError);
+    expect(() => createWriteBehind({ redis, keys: keySchema(), name: 'x', maxLen: 0 })).toThrow(RangeError);
     const { q } = setup();
     await expect(q.enqueue({ _t: 'x' })).rejects.toThrow(TypeError);
     await expect(q.enqueue({})).rejects.toThrow(TypeError);
@@ -195,15 +198,15 @@ describe('drain', () => {
   });
 
   it('a crash after the store committed but before the ack counts nothing twice, at any moment', async () => {
-    const { stream, tally } = setup();
+    const { keys, stream, tally } = setup();
     const faulty = failingAcks();
-    const q = createWriteBehind({ redis: faulty.client, stream });
+    const q = createWriteBehind({ redis: faulty.client, keys, name: 'q' });
     const store = memoryStore();
     for (let i = 0; i < 4; i++) await q.enqueue({ p: 'a' }, { tally: 'a' });
     expect(await exactViews(q, store, 'a')).toBe(4);
 
     const err = await q.drain({ group: 'g', consumer: 'c', handler: (b) => store.apply(b) }).catch((e: unknown) => e);
-    expect(err).toMatchObject({ name: 'WriteBehindError', code: 'redis', report: { batches: 1, acked: 0 } });
+    expect(err).toMatchObject({ name: 'WriteBehindError', code: 'unavailable', report: { batches: 1, acked: 0 } });
     // Both sides hold the 4 views now: the store applied them, Redis still counts them as pending.
     expect(store.views.get('a')).toBe(4);
     expect(await redis.hget(tally, 'a')).toBe(4);
@@ -310,10 +313,10 @@ describe('snapshot', () => {
 describe('failure policy: fail closed with WriteBehindError', () => {
   it('Redis stopped (the gateway answers 503): enqueue, drain and snapshot reject; the handler is never called', async () => {
     const down = new Redis({ url: inject('downGatewayUrl'), token });
-    const q = createWriteBehind({ redis: down, stream: 'x:{down}' });
-    await expect(q.enqueue({ p: 1 })).rejects.toMatchObject({ name: 'WriteBehindError', code: 'redis', op: 'enqueue' });
-    await expect(q.drain({ group: 'g', consumer: 'c', handler: handlerFails })).rejects.toMatchObject({ code: 'redis', op: 'drain' });
-    await expect(q.snapshot(['a'])).rejects.toMatchObject({ code: 'redis', op: 'snapshot' });
+    const q = createWriteBehind({ redis: down, keys: keySchema(), name: 'down' });
+    await expect(q.enqueue({ p: 1 })).rejects.toMatchObject({ name: 'WriteBehindError', code: 'unavailable', op: 'enqueue' });
+    await expect(q.drain({ group: 'g', consumer: 'c', handler: handlerFails })).rejects.toMatchObject({ code: 'unavailable', op: 'drain' });
+    await expect(q.snapshot(['a'])).rejects.toMatchObject({ code: 'unavailable', op: 'snapshot' });
   });
 
   it('recovers a lost script cache with EVAL', async () => {
@@ -326,7 +329,7 @@ describe('failure policy: fail closed with WriteBehindError', () => {
       eval: redis.eval.bind(redis) as WriteBehindRedis['eval'],
       evalRo: redis.evalRo.bind(redis) as WriteBehindRedis['evalRo'],
     };
-    const q = createWriteBehind({ redis: client, stream: `t${crypto.randomUUID().slice(0, 8)}:wb:{q}` });
+    const q = createWriteBehind({ redis: client, keys: keySchema({ app: `t${crypto.randomUUID().slice(0, 8)}`, env: 'test' }), name: 'q' });
     await q.enqueue({ p: 1 }, { tally: 'a' });
     expect((await q.snapshot(['a'])).pending[0]?.count).toBe(1);
     expect(await q.drain({ group: 'g', consumer: 'c', handler: () => undefined })).toMatchObject({ acked: 1 });

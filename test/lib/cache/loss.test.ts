@@ -1,5 +1,5 @@
 /**
- * src/lib/cache.ts when Redis forgets, on a private Redis of this file (test/support/faults.ts).
+ * src/lib/cache/ when Redis forgets, on a private Redis of this file (test/support/faults.ts).
  * The README's invariant: after an invalidation is acknowledged, no read (getOrLoad, getMany, a
  * stale-while-revalidate refresh, a single-flight joiner) serves what the store held before it,
  * whichever of the cache's keys Redis lost: entries, tag versions, locks, tombstones. What may be
@@ -7,10 +7,10 @@
  */
 import { Redis } from '@upstash/redis/cloudflare';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createCache, type Cache } from '../../src/lib/cache.ts';
-import { globRegExp } from '../../src/lib/cache-fence.ts';
-import { keySchema, type KeySchema } from '../../src/lib/keys.ts';
-import { privateRedis, type PrivateRedis } from '../support/faults.ts';
+import { createCache, type Cache } from 'edge-redis/cache';
+import { globRegExp } from '../../../src/lib/cache/flights.ts';
+import { keySchema, type KeySchema } from 'edge-redis/keys';
+import { privateRedis, type PrivateRedis } from '../../support/faults.ts';
 
 let lab: PrivateRedis;
 beforeAll(async () => {

@@ -2,9 +2,10 @@ import { env } from 'cloudflare:workers';
 import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test';
 import { Redis } from '@upstash/redis/cloudflare';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
-import { cacheHeaders, createCache, SCRIPTS, type CacheEvent, type CacheOptions } from '../../src/lib/cache.ts';
-import { keySchema } from '../../src/lib/keys.ts';
-import { countTrips } from '../support/round-trips.ts';
+import { createCache, SCRIPTS, type CacheEvent, type CacheOptions } from 'edge-redis/cache';
+import { cacheHeaders } from 'edge-redis/hono';
+import { keySchema } from 'edge-redis/keys';
+import { countTrips } from '../../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
 const token = env.UPSTASH_REDIS_REST_TOKEN;

@@ -8,14 +8,15 @@ import { Redis } from '@upstash/redis/cloudflare';
 import { Hono } from 'hono';
 import { afterEach, describe, expect, test, vi } from 'vitest';
 import { inject } from 'vitest';
-import { keySchema } from '../../src/lib/keys.ts';
-import { authRateLimit, createCompoundRatelimit, createRatelimit, rateLimit, RateLimitError, type Limiter, type RateLimitOptions } from '../../src/lib/ratelimit.ts';
-import { countTrips } from '../support/round-trips.ts';
+import { keySchema } from 'edge-redis/keys';
+import { authRateLimit, rateLimit, type RateLimitOptions } from 'edge-redis/hono';
+import { createCompoundRatelimit, createRatelimit, RateLimitError, type Limiter } from 'edge-redis/ratelimit';
+import { countTrips } from '../../support/round-trips.ts';
 
 const token = env.UPSTASH_REDIS_REST_TOKEN;
 const fresh = () => keySchema({ app: `t${crypto.randomUUID().slice(0, 8)}`, env: 'test' });
 const logAt = (url: string, name = 'api'): Limiter =>
-  createRatelimit(new Redis({ url, token }), { name, keys: fresh(), algorithm: 'slidingLog', limit: 5, windowMs: 60_000 });
+  createRatelimit({ redis: new Redis({ url, token }), name, keys: fresh(), algorithm: 'slidingLog', limit: 5, windowMs: 60_000 });
 
 function appWith(options: RateLimitOptions, mount: 'all' | 'login' = 'all') {
   const app = new Hono();
@@ -32,16 +33,16 @@ afterEach(() => {
 });
 
 describe('Redis down (the gateway answers 503)', () => {
-  test('the core throws RateLimitError with the cause attached', async () => {
+  test('the core rejects with RateLimitError (code unavailable) with the cause attached', async () => {
     const err: unknown = await logAt(inject('downGatewayUrl')).limit('u').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RateLimitError);
-    expect((err as RateLimitError).reason).toBe('error');
+    expect((err as RateLimitError).code).toBe('unavailable');
     expect((err as RateLimitError).cause).toBeInstanceOf(Error);
   });
 
   test('fail open: the request goes through, marked RateLimit-Status: unavailable; one warning per outage, no secrets', async () => {
     const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
-    const app = appWith({ limiter: logAt(inject('downGatewayUrl')), failure: 'open', key: 'apikey' });
+    const app = appWith({ limiter: logAt(inject('downGatewayUrl')), failure: 'open', identify: (c) => ({ apikey: c.req.header('x-api-key') }) });
     for (let i = 0; i < 3; i++) {
       const res = await app.request('/x', { headers: { ...req.headers, 'x-api-key': 'sk-secret-123' } });
       expect(res.status).toBe(200);
@@ -82,16 +83,16 @@ describe('Redis slow (GATEWAY_LATENCY_MS=400) with a budget of 50 ms', () => {
     const redis = new Redis({ url: inject('slowGatewayUrl'), token });
     const limiter =
       algorithm === 'tokenBucket'
-        ? createRatelimit(redis, { name: 'slow', keys: fresh(), algorithm, limit: 5, refillRate: 5, intervalMs: 60_000 })
-        : createRatelimit(redis, { name: 'slow', keys: fresh(), algorithm, limit: 5, windowMs: 60_000 });
+        ? createRatelimit({ redis, name: 'slow', keys: fresh(), algorithm, limit: 5, refillRate: 5, intervalMs: 60_000 })
+        : createRatelimit({ redis, name: 'slow', keys: fresh(), algorithm, limit: 5, windowMs: 60_000 });
     const err: unknown = await limiter.limit('u', { timeoutMs: 50 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RateLimitError);
-    expect((err as RateLimitError).reason).toBe('timeout');
+    expect((err as RateLimitError).code).toBe('timeout');
   });
 
   test('fail open lets the request through; fail closed answers 503', async () => {
     vi.spyOn(console, 'warn').mockImplementation(() => {});
-    const limiter = createCompoundRatelimit(new Redis({ url: inject('slowGatewayUrl'), token }), { name: 'slow', keys: fresh(), limits: [{ name: 'm', limit: 5, windowMs: 60_000 }] });
+    const limiter = createCompoundRatelimit({ redis: new Redis({ url: inject('slowGatewayUrl'), token }), name: 'slow', keys: fresh(), limits: [{ name: 'm', limit: 5, windowMs: 60_000 }] });
     const open = appWith({ limiter, timeoutMs: 50 });
     const res = await open.request('/x', req);
     expect(res.status).toBe(200);
@@ -110,10 +111,10 @@ describe('nothing listening (network errors, which the client retries)', () => {
   test('the budget holds: the check gives up before the client has spent its retries', async () => {
     // Default client: 5 retries with 50·e^i ms backoff, about 4.3 s in all; our budget is 100 ms.
     const url = inject('closedUrl');
-    const limiter = createRatelimit(new Redis({ url, token }), { name: 'closed', keys: fresh(), algorithm: 'slidingLog', limit: 5, windowMs: 60_000 });
+    const limiter = createRatelimit({ redis: new Redis({ url, token }), name: 'closed', keys: fresh(), algorithm: 'slidingLog', limit: 5, windowMs: 60_000 });
     const { result: err, count } = await countTrips(url, () => limiter.limit('u', { timeoutMs: 100 }).catch((e: unknown) => e));
     expect(err).toBeInstanceOf(RateLimitError);
-    expect((err as RateLimitError).reason).toBe('timeout');
+    expect((err as RateLimitError).code).toBe('timeout');
     expect(count).toBeGreaterThanOrEqual(1);
     expect(count).toBeLessThan(6);
   });

@@ -1,9 +1,9 @@
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
-import { createCache, SCRIPTS, type CacheError, type Validator } from '../../src/lib/cache.ts';
-import { keySchema } from '../../src/lib/keys.ts';
-import { countTrips } from '../support/round-trips.ts';
+import { createCache, SCRIPTS, type CacheError, type Validator } from 'edge-redis/cache';
+import { keySchema } from 'edge-redis/keys';
+import { countTrips } from '../../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
 const token = env.UPSTASH_REDIS_REST_TOKEN;

@@ -2,9 +2,9 @@ import { env } from 'cloudflare:workers';
 import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test';
 import { Redis } from '@upstash/redis/cloudflare';
 import { afterEach, beforeAll, describe, expect, inject, it, vi } from 'vitest';
-import { CacheError, createCache, SCRIPTS, type CacheRedis } from '../../src/lib/cache.ts';
-import { keySchema } from '../../src/lib/keys.ts';
-import { countTrips } from '../support/round-trips.ts';
+import { CacheError, createCache, SCRIPTS, type CacheRedis } from 'edge-redis/cache';
+import { keySchema } from 'edge-redis/keys';
+import { countTrips } from '../../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
 const token = env.UPSTASH_REDIS_REST_TOKEN;
@@ -35,16 +35,16 @@ describe('failure policy: fail open', () => {
     expect(r).toMatchObject({ value: { id: 1 }, status: 'miss', reason: 'error' });
     expect(loader).toHaveBeenCalledTimes(1);
     expect(onError).toHaveBeenCalledTimes(1);
-    expect(onError.mock.calls[0]?.[0]).toMatchObject({ name: 'CacheError', code: 'redis', op: 'read', key: 'product:1' });
+    expect(onError.mock.calls[0]?.[0]).toMatchObject({ name: 'CacheError', code: 'unavailable', op: 'read', key: 'product:1' });
 
     expect(await cache.getMany(['a', 'b'])).toMatchObject([
       { key: 'a', status: 'miss', reason: 'error' },
       { key: 'b', status: 'miss', reason: 'error' },
     ]);
     // Writes the caller asked for reject: a lost invalidation must be visible.
-    await expect(cache.invalidate('product:1')).rejects.toMatchObject({ name: 'CacheError', code: 'redis', op: 'invalidate' });
+    await expect(cache.invalidate('product:1')).rejects.toMatchObject({ name: 'CacheError', code: 'unavailable', op: 'invalidate' });
     await expect(cache.invalidateTag('products')).rejects.toBeInstanceOf(CacheError);
-    await expect(cache.set('product:1', 1)).rejects.toMatchObject({ code: 'redis' });
+    await expect(cache.set('product:1', 1)).rejects.toMatchObject({ code: 'unavailable' });
   });
 
   it('Redis slow (gateway +400 ms) past timeoutMs: the loader value is served and a timeout reported', async () => {
@@ -70,7 +70,7 @@ describe('failure policy: fail open', () => {
     await cache.getOrLoad('user:alice@example.com', async () => 'secret-value');
     expect(warn).toHaveBeenCalledTimes(1);
     const printed = warn.mock.calls.flat().join(' ');
-    expect(printed).toContain('cache read: redis');
+    expect(printed).toContain('cache read: unavailable');
     for (const leak of ['alice', 'secret-value', token, 'evalsha', 'command was']) expect(printed).not.toContain(leak);
   });
 
@@ -128,7 +128,7 @@ describe('loader failures', () => {
     const keys = keySchema({ app: 't' + crypto.randomUUID().slice(0, 8), env: 'test' });
     const c2 = createCache({ redis: flaky, keys, onError });
     expect(await c2.getOrLoad('k', async () => 'v')).toMatchObject({ value: 'v', status: 'miss' });
-    expect(onError.mock.calls.map(([e]) => [e.code, e.op])).toEqual([['redis', 'write']]);
+    expect(onError.mock.calls.map(([e]) => [e.code, e.op])).toEqual([['unavailable', 'write']]);
   });
 });
 

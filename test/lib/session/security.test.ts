@@ -6,11 +6,13 @@
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { Hono } from 'hono';
+import { HTTPException } from 'hono/http-exception';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
-import { AppError, onError } from '../../src/lib/errors.ts';
-import { keySchema } from '../../src/lib/keys.ts';
-import { SCRIPTS, session, sessionStore, type SessionOptions, type SessionVariables } from '../../src/lib/session.ts';
-import { countTrips } from '../support/round-trips.ts';
+import { EdgeRedisError, SessionError } from 'edge-redis';
+import { edgeRedisProblem, onEdgeRedisError, session, type SessionCookieOptions, type SessionVariables } from 'edge-redis/hono';
+import { keySchema } from 'edge-redis/keys';
+import { createSessionStore, SCRIPTS, type SessionRedis, type SessionStoreOptions } from 'edge-redis/session';
+import { countTrips } from '../../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
 const token = env.UPSTASH_REDIS_REST_TOKEN;
@@ -20,10 +22,10 @@ const b64url = (b: ArrayBuffer) => btoa(String.fromCharCode(...new Uint8Array(b)
 const hashOf = async (id: string) => b64url(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(id)));
 const randomId = () => b64url(crypto.getRandomValues(new Uint8Array(32)).buffer as ArrayBuffer);
 
-function setup(opts: Partial<SessionOptions> = {}, cookieName = '__Host-sid') {
+function setup(opts: Partial<SessionStoreOptions> & { cookie?: SessionCookieOptions } = {}, cookieName = '__Host-sid') {
   const keys = keySchema({ app: 't' + crypto.randomUUID().slice(0, 8), env: 'test' });
   const app = new Hono<{ Variables: SessionVariables }>();
-  app.onError(onError);
+  app.onError(onEdgeRedisError);
   app.use(session({ redis, keys, ...opts }));
   app.get('/', (c) => c.json({ ok: true }));
   app.get('/read', async (c) => c.json(await c.get('session').all()));
@@ -38,7 +40,7 @@ function setup(opts: Partial<SessionOptions> = {}, cookieName = '__Host-sid') {
     try {
       c.get('session').set('_uid', 'admin');
     } catch (e) {
-      throw new AppError('bad_request', { detail: e instanceof TypeError ? 'reserved key' : 'other', cause: e });
+      throw new HTTPException(400, { message: e instanceof TypeError ? 'reserved key' : 'other', cause: e });
     }
     return c.json({ forged: true });
   });
@@ -151,7 +153,7 @@ describe('at rest', () => {
 
 describe('cookie attributes', () => {
   const keys = keySchema({ app: 'x', env: 'y' });
-  it.each<[string, NonNullable<SessionOptions['cookie']>]>([
+  it.each<[string, SessionCookieOptions]>([
     ['not Secure', { secure: false }],
     ['a Path', { path: '/app' }],
     ['a Domain', { domain: 'example.com' }],
@@ -163,9 +165,9 @@ describe('cookie attributes', () => {
     expect(() => session({ redis, keys, cookie: { name: 'sid', secure: false, sameSite: 'None' } })).toThrow(TypeError);
     expect(() => session({ redis, keys, cookie: { name: 'a b' } })).toThrow(TypeError);
     expect(() => session({ redis, keys, cookie: { name: '__Secure-sid', secure: false } })).toThrow(TypeError);
-    expect(() => session({ redis, keys, absoluteMs: 401 * 86_400_000 })).toThrow(TypeError);
-    expect(() => session({ redis, keys, idleMs: 1.5 })).toThrow(TypeError);
-    expect(() => session({ redis, keys, touchIntervalMs: -1 })).toThrow(TypeError);
+    expect(() => session({ redis, keys, absoluteMs: 401 * 86_400_000 })).toThrow(RangeError);
+    expect(() => session({ redis, keys, idleMs: 1.5 })).toThrow(RangeError);
+    expect(() => session({ redis, keys, touchIntervalMs: -1 })).toThrow(RangeError);
   });
 
   it('local http development: a plain name without Secure, other attributes configurable', async () => {
@@ -182,7 +184,7 @@ describe('script cache lost', () => {
       throw new Error('Command failed: NOSCRIPT No matching script. Please use EVAL.');
     };
     // A real client with EVALSHA overridden: flushing the shared script cache would disturb other files' counts.
-    const flaky: SessionOptions['redis'] = { eval: redis.eval, evalRo: redis.evalRo, evalsha: noscript, evalshaRo: noscript, del: redis.del, zadd: redis.zadd, zrem: redis.zrem, zrange: redis.zrange, zremrangebyscore: redis.zremrangebyscore, pexpire: redis.pexpire };
+    const flaky: SessionRedis = { eval: redis.eval, evalRo: redis.evalRo, evalsha: noscript, evalshaRo: noscript, del: redis.del, zadd: redis.zadd, zrem: redis.zrem, zrange: redis.zrange, zremrangebyscore: redis.zremrangebyscore, pexpire: redis.pexpire };
     const { call, idOf } = setup({ redis: flaky });
     const w = await call('/put', {}, { a: 1 });
     expect(w).toMatchObject({ status: 200, count: 1, commands: ['eval'] });
@@ -197,8 +199,8 @@ describe('failure policy: fail closed', () => {
   function downApp() {
     const keys = keySchema({ app: 't' + crypto.randomUUID().slice(0, 8), env: 'test' });
     const app = new Hono<{ Variables: SessionVariables }>();
-    app.onError(onError);
-    app.use(session({ redis: () => down(), keys }));
+    app.onError(onEdgeRedisError);
+    app.use(session({ store: () => createSessionStore({ redis: down(), keys }) }));
     app.get('/', (c) => c.json({ ok: true }));
     app.get('/read', async (c) => c.json(await c.get('session').all()));
     app.post('/put', (c) => (c.get('session').set('a', 1), c.json({ ok: true })));
@@ -232,13 +234,15 @@ describe('failure policy: fail closed', () => {
     expect(await (await app.request('/read')).json()).toEqual({});
   });
 
-  it('the per-user operations throw AppError unavailable', async () => {
-    const store = sessionStore(down(), { keys: keySchema({ app: 'x', env: 'y' }) });
+  it('the per-user operations reject with SessionError unavailable (503 through edge-redis/hono)', async () => {
+    const store = createSessionStore({ redis: down(), keys: keySchema({ app: 'x', env: 'y' }) });
     for (const p of [store.listSessions('u'), store.revokeAll('u'), store.revokeSession('u', randomId())]) {
       const err: unknown = await p.catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(AppError);
-      expect(err).toMatchObject({ code: 'unavailable', status: 503 });
-      expect((err as AppError).cause).toBeDefined();
+      expect(err).toBeInstanceOf(SessionError);
+      expect(err).toBeInstanceOf(EdgeRedisError);
+      expect(err).toMatchObject({ code: 'unavailable', pattern: 'session' });
+      expect((err as SessionError).cause).toBeDefined();
+      expect(edgeRedisProblem(err as SessionError)).toMatchObject({ code: 'unavailable', headers: { 'retry-after': '5' } });
     }
   });
 });

@@ -4,22 +4,28 @@
  */
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
 import { describe, expect, test } from 'vitest';
-import { keySchema, type KeySchema } from '../../src/lib/keys.ts';
-import { createCompoundRatelimit, createRatelimit, ipKey, rateLimit, type Limiter, type RateLimitEnv, type RateLimitOptions } from '../../src/lib/ratelimit.ts';
-import { createRedis } from '../../src/lib/redis.ts';
-import { countTrips } from '../support/round-trips.ts';
+import { clientIp, rateLimit, type RateLimitOptions } from 'edge-redis/hono';
+import { keySchema, type KeySchema } from 'edge-redis/keys';
+import { createCompoundRatelimit, createRatelimit, ipKey, type LimitResult, type Limiter } from 'edge-redis/ratelimit';
+import { createRedis } from 'edge-redis/redis';
+import { countTrips } from '../../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
 const redis = new Redis({ url, token: env.UPSTASH_REDIS_REST_TOKEN });
 const fresh = () => keySchema({ app: `t${crypto.randomUUID().slice(0, 8)}`, env: 'test' });
 const log = (keys: KeySchema, limit: number, windowMs = 60_000): Limiter =>
-  createRatelimit(redis, { name: 'api', keys, algorithm: 'slidingLog', limit, windowMs });
+  createRatelimit({ redis, name: 'api', keys, algorithm: 'slidingLog', limit, windowMs });
 
 /** An app with the middleware in front of every route; each route answers 200 "ok". */
-function appWith(options: RateLimitOptions, setup?: (app: Hono<RateLimitEnv>) => void) {
-  const app = new Hono<RateLimitEnv>();
+/** The tests' app: an authentication middleware of its own sets `user`; the limiter is told of it by `identify`. */
+type TestEnv = { Variables: { user?: string | { id: string | number }; rateLimit?: LimitResult } };
+const userOf = (u: TestEnv['Variables']['user']) => (u !== null && typeof u === 'object' ? String(u.id) : u);
+const apiKey = (c: Context) => ({ apikey: c.req.header('x-api-key') });
+
+function appWith(options: RateLimitOptions<TestEnv>, setup?: (app: Hono<TestEnv>) => void) {
+  const app = new Hono<TestEnv>();
   setup?.(app);
   app.use('*', rateLimit(options));
   app.get('/x', (c) => c.text('ok'));
@@ -29,7 +35,7 @@ function appWith(options: RateLimitOptions, setup?: (app: Hono<RateLimitEnv>) =>
   return app;
 }
 const from = (ip: string, headers: Record<string, string> = {}): RequestInit => ({ headers: { 'cf-connecting-ip': ip, ...headers } });
-const statuses = async (app: Hono<RateLimitEnv>, path: string, inits: RequestInit[]) => {
+const statuses = async (app: Hono<TestEnv>, path: string, inits: RequestInit[]) => {
   const out: number[] = [];
   for (const init of inits) out.push((await app.request(path, init)).status);
   return out;
@@ -76,7 +82,8 @@ describe('headers (draft-ietf-httpapi-ratelimit-headers-10)', () => {
   });
 
   test('a compound policy lists every limit; the 429 names the one that refused', async () => {
-    const limiter = createCompoundRatelimit(redis, {
+    const limiter = createCompoundRatelimit({
+      redis,
       name: 'api', keys: fresh(), limits: [{ name: 'burst', limit: 2, windowMs: 10_000 }, { name: 'daily', limit: 100, windowMs: 86_400_000, algorithm: 'fixedWindow' }],
     });
     const app = appWith({ limiter });
@@ -125,7 +132,7 @@ describe('keys', () => {
 
   test('API key: one count per key, stored as a hash (the raw key never reaches Redis)', async () => {
     const keys = fresh();
-    const app = appWith({ limiter: log(keys, 1), key: 'apikey' });
+    const app = appWith({ limiter: log(keys, 1), identify: apiKey });
     expect(await statuses(app, '/x', [from('203.0.113.5', { 'x-api-key': 'k-one' }), from('203.0.113.6', { 'x-api-key': 'k-one' })])).toEqual([200, 429]);
     expect(await statuses(app, '/x', [from('203.0.113.5', { 'x-api-key': 'k-two' })])).toEqual([200]);
     const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode('k-one')));
@@ -138,7 +145,7 @@ describe('keys', () => {
 
   test('user from c.var.user, falling back to the IP when anonymous; a custom key function', async () => {
     const keys = fresh();
-    const app = appWith({ limiter: log(keys, 1), key: 'user' }, (a) =>
+    const app = appWith({ limiter: log(keys, 1), identify: (c) => ({ user: userOf(c.var.user) }) }, (a) =>
       a.use('*', async (c, next) => {
         const id = c.req.header('x-user');
         if (id) c.set('user', { id });
@@ -150,15 +157,15 @@ describe('keys', () => {
     expect(await redis.zcard(keys.slotted('rl', 'api:user:u1'))).toBe(1);
     expect(await statuses(app, '/x', [from('203.0.113.10'), from('203.0.113.10')])).toEqual([200, 429]);
 
-    const tenant = appWith({ limiter: log(keys, 1), key: (c) => c.req.header('x-tenant') });
+    const tenant = appWith({ limiter: log(keys, 1), identify: (c) => c.req.header('x-tenant') });
     expect(await statuses(tenant, '/x', [from('203.0.113.11', { 'x-tenant': 'acme' }), from('203.0.113.12', { 'x-tenant': 'acme' })])).toEqual([200, 429]);
     expect(await redis.zcard(keys.slotted('rl', 'api:key:acme'))).toBe(1);
   });
 
   test('several parts: a compound policy counts the user and the IP separately', async () => {
     const keys = fresh();
-    const limiter = createCompoundRatelimit(redis, { name: 'both', keys, limits: [{ name: 'm', limit: 2, windowMs: 60_000 }] });
-    const app = appWith({ limiter, key: ['user', 'ip'] }, (a) =>
+    const limiter = createCompoundRatelimit({ redis, name: 'both', keys, limits: [{ name: 'm', limit: 2, windowMs: 60_000 }] });
+    const app = appWith({ limiter, identify: (c) => ({ user: userOf(c.var.user), ip: clientIp(c) }) }, (a) =>
       a.use('*', async (c, next) => {
         const id = c.req.header('x-user');
         if (id) c.set('user', id);
@@ -181,7 +188,7 @@ describe('cost and overrides', () => {
   });
 
   test('per-key override: the gold API key gets its own limit', async () => {
-    const app = appWith({ limiter: log(fresh(), 1), key: 'apikey', overrides: { keys: { 'apikey:gold': { limit: 3 } } } });
+    const app = appWith({ limiter: log(fresh(), 1), identify: apiKey, overrides: { keys: { 'apikey:gold': { limit: 3 } } } });
     const gold = from('192.0.2.2', { 'x-api-key': 'gold' });
     expect(await statuses(app, '/x', [gold, gold, gold, gold])).toEqual([200, 200, 200, 429]);
     const res = await app.request('/x', from('192.0.2.2', { 'x-api-key': 'silver' }));
@@ -209,8 +216,8 @@ describe('concurrent mode (safe methods overlap the check with the handler)', ()
   const batched = createRedis({ UPSTASH_REDIS_REST_URL: url, UPSTASH_REDIS_REST_TOKEN: env.UPSTASH_REDIS_REST_TOKEN }, { batch: 'task' });
 
   function concurrentApp(limit: number, keys: KeySchema, seen: string[]) {
-    const limiter = createRatelimit(batched, { name: 'api', keys, algorithm: 'slidingLog', limit, windowMs: 60_000 });
-    const app = new Hono<RateLimitEnv>();
+    const limiter = createRatelimit({ redis: batched, name: 'api', keys, algorithm: 'slidingLog', limit, windowMs: 60_000 });
+    const app = new Hono<TestEnv>();
     app.use('*', rateLimit({ limiter, concurrent: true }));
     app.get('/read', async (c) => {
       const value = await batched.get<string>(keys.key('probe'));

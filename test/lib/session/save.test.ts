@@ -2,16 +2,16 @@
  * `session.save()` called by the handler (src/functions/checkout.ts and auth.ts do, to put the save
  * in the same round trip as their own writes, and to decide themselves what a failed save means):
  * the middleware's save after the handler then writes nothing and sends no second cookie, and a
- * failed explicit save is the handler's to handle, never a 503 added by the middleware.
+ * failed explicit save (a SessionError) is the handler's to handle, never a 503 added by the middleware.
  */
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { Hono } from 'hono';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
-import { onError } from '../../src/lib/errors.ts';
-import { keySchema } from '../../src/lib/keys.ts';
-import { SCRIPTS, session, type SessionVariables } from '../../src/lib/session.ts';
-import { countTrips } from '../support/round-trips.ts';
+import { onEdgeRedisError, session, type SessionVariables } from 'edge-redis/hono';
+import { keySchema } from 'edge-redis/keys';
+import { SCRIPTS } from 'edge-redis/session';
+import { countTrips } from '../../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
 const token = env.UPSTASH_REDIS_REST_TOKEN;
@@ -19,7 +19,7 @@ const token = env.UPSTASH_REDIS_REST_TOKEN;
 function app(redisUrl = url) {
   const keys = keySchema({ app: 't' + crypto.randomUUID().slice(0, 8), env: 'test' });
   const a = new Hono<{ Variables: SessionVariables }>();
-  a.onError(onError);
+  a.onError(onEdgeRedisError);
   a.use(session({ redis: new Redis({ url: redisUrl, token }), keys, cookie: { name: 'sid', secure: false } }));
   a.post('/put', (c) => (c.get('session').set('cart', { 1: 2 }), c.json({ ok: true })));
   a.post('/login', async (c) => {
@@ -66,7 +66,7 @@ describe('an explicit save', () => {
     const down = app(inject('downGatewayUrl'));
     const res = await down.request('/empty-and-save', { method: 'POST', headers: { cookie: `sid=${sid}` } });
     expect(res.status).toBe(201);
-    expect(await res.json()).toEqual({ saved: 'AppError' });
+    expect(await res.json()).toEqual({ saved: 'SessionError' });
     expect(sids(res)).toEqual([]);
   });
 });

@@ -6,11 +6,12 @@
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { Hono } from 'hono';
+import { HTTPException } from 'hono/http-exception';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { AppError, onError } from '../../src/lib/errors.ts';
-import { keySchema } from '../../src/lib/keys.ts';
-import { SCRIPTS, session, sessionStore, type SessionOptions, type SessionVariables } from '../../src/lib/session.ts';
-import { countTrips } from '../support/round-trips.ts';
+import { onEdgeRedisError, session, type SessionVariables } from 'edge-redis/hono';
+import { keySchema } from 'edge-redis/keys';
+import { createSessionStore, SCRIPTS, type SessionStoreOptions } from 'edge-redis/session';
+import { countTrips } from '../../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
 const redis = new Redis({ url, token: env.UPSTASH_REDIS_REST_TOKEN });
@@ -26,10 +27,10 @@ function parseSetCookie(h: string): SetCookie {
   return { name: pair.slice(0, eq), value: pair.slice(eq + 1), attrs: Object.fromEntries(rest.map((a) => { const i = a.indexOf('='); return i < 0 ? [a.toLowerCase(), true] : [a.slice(0, i).toLowerCase(), a.slice(i + 1)]; })) };
 }
 
-function setup(opts: Partial<SessionOptions> = {}) {
+function setup(opts: Partial<SessionStoreOptions> = {}) {
   const keys = keySchema({ app: 't' + crypto.randomUUID().slice(0, 8), env: 'test' });
   const app = new Hono<{ Variables: SessionVariables }>();
-  app.onError(onError);
+  app.onError(onEdgeRedisError);
   app.use(session({ redis, keys, ...opts }));
   app.get('/', (c) => c.json({ ok: true }));
   app.get('/read', async (c) => c.json(await c.get('session').all()));
@@ -56,7 +57,7 @@ function setup(opts: Partial<SessionOptions> = {}) {
   app.post('/touch', (c) => (c.get('session').touch(), c.json({ ok: true })));
   app.post('/fail4xx', (c) => {
     c.get('session').set('attempts', 1);
-    throw new AppError('unauthorized');
+    throw new HTTPException(401, { message: 'Log in first.' });
   });
   app.post('/fail5xx', () => {
     throw new Error('boom');
@@ -79,7 +80,7 @@ function setup(opts: Partial<SessionOptions> = {}) {
     return { res, status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : null, count, commands, cookies, text };
   }
   const sessKey = async (id: string) => keys.key('sess', await hashOf(id));
-  return { keys, app, call, sessKey, store: sessionStore(redis, { keys, ...(opts.idleMs ? { idleMs: opts.idleMs } : {}), ...(opts.absoluteMs ? { absoluteMs: opts.absoluteMs } : {}) }) };
+  return { keys, app, call, sessKey, store: createSessionStore({ redis, keys, ...(opts.idleMs ? { idleMs: opts.idleMs } : {}), ...(opts.absoluteMs ? { absoluteMs: opts.absoluteMs } : {}) }) };
 }
 
 /** Creates a session holding `data` and returns its id. */

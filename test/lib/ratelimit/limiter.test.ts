@@ -6,9 +6,9 @@
 import { env } from 'cloudflare:workers';
 import { Redis } from '@upstash/redis/cloudflare';
 import { describe, expect, test } from 'vitest';
-import { keySchema } from '../../src/lib/keys.ts';
-import { createCompoundRatelimit, createRatelimit, LIMIT_SCRIPT, LIMIT_SCRIPT_SHA, LruMap, type LimitResult } from '../../src/lib/ratelimit.ts';
-import { countTrips } from '../support/round-trips.ts';
+import { keySchema } from 'edge-redis/keys';
+import { createCompoundRatelimit, createRatelimit, LruMap, SCRIPTS, type LimitResult } from 'edge-redis/ratelimit';
+import { countTrips } from '../../support/round-trips.ts';
 
 const url = env.UPSTASH_REDIS_REST_URL;
 const redis = new Redis({ url, token: env.UPSTASH_REDIS_REST_TOKEN });
@@ -18,11 +18,12 @@ const burst = <T>(n: number, fn: () => Promise<T>) => Promise.all(Array.from({ l
 const HOUR = 3_600_000;
 
 describe('script', () => {
-  test('the SHA of LIMIT_SCRIPT is pinned', async () => {
-    const digest = await crypto.subtle.digest('SHA-1', new TextEncoder().encode(LIMIT_SCRIPT));
+  test('the SHA of the limit script is pinned', async () => {
+    expect(Object.keys(SCRIPTS)).toEqual(['limit']);
+    const digest = await crypto.subtle.digest('SHA-1', new TextEncoder().encode(SCRIPTS.limit.src));
     const hex = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
-    expect(hex).toBe('06b68ab1e4e32dc5872be001bf6ca528291cdf44');
-    expect(LIMIT_SCRIPT_SHA).toBe(hex);
+    expect(hex).toBe('f913ba5f89a2d8c97dfef1d23b7843843bece31e');
+    expect(SCRIPTS.limit.sha).toBe(hex);
   });
 });
 
@@ -38,12 +39,12 @@ describe('LruMap (the bounded block cache)', () => {
     expect(m.size).toBe(3);
     expect([...m.entries()]).toEqual([['d', 4], ['c', 30], ['e', 5]]);
     expect(m.has('a')).toBe(false);
-    expect(() => new LruMap(0)).toThrow(TypeError);
+    expect(() => new LruMap(0)).toThrow(RangeError);
   });
 
   test('an evicted identifier goes back to Redis; one still cached costs no round trip', async () => {
     const keys = fresh();
-    const limiter = createRatelimit(redis, { name: 'lru', keys, algorithm: 'fixedWindow', limit: 1, windowMs: HOUR, cacheSize: 2 });
+    const limiter = createRatelimit({ redis, name: 'lru', keys, algorithm: 'fixedWindow', limit: 1, windowMs: HOUR, cacheSize: 2 });
     for (const id of ['a', 'b', 'c']) {
       await limiter.limit(id);
       expect((await limiter.limit(id)).success).toBe(false); // blocked: now in the cache
@@ -61,8 +62,8 @@ describe('LruMap (the bounded block cache)', () => {
 describe.each(['slidingLog', 'slidingWindow', 'fixedWindow', 'tokenBucket'] as const)('%s', (algorithm) => {
   const make = (keys = fresh(), limit = 3) =>
     algorithm === 'tokenBucket'
-      ? createRatelimit(redis, { name: 'alg', keys, algorithm, limit, refillRate: limit, intervalMs: HOUR })
-      : createRatelimit(redis, { name: 'alg', keys, algorithm, limit, windowMs: HOUR });
+      ? createRatelimit({ redis, name: 'alg', keys, algorithm, limit, refillRate: limit, intervalMs: HOUR })
+      : createRatelimit({ redis, name: 'alg', keys, algorithm, limit, windowMs: HOUR });
 
   test('admits up to the limit, then refuses with a future reset', async () => {
     const limiter = make();
@@ -108,8 +109,8 @@ describe('Upstash algorithms and the block cache', () => {
     const keys = fresh();
     const limiter =
       algorithm === 'tokenBucket'
-        ? createRatelimit(redis, { name: 'bc', keys, algorithm, limit: 1, refillRate: 1, intervalMs: HOUR })
-        : createRatelimit(redis, { name: 'bc', keys, algorithm, limit: 1, windowMs: HOUR });
+        ? createRatelimit({ redis, name: 'bc', keys, algorithm, limit: 1, refillRate: 1, intervalMs: HOUR })
+        : createRatelimit({ redis, name: 'bc', keys, algorithm, limit: 1, windowMs: HOUR });
     await limiter.limit('x');
     const refused = await countTrips(url, () => limiter.limit('x'));
     expect(refused.result.success).toBe(false);
@@ -121,7 +122,7 @@ describe('Upstash algorithms and the block cache', () => {
 
   test('keys live under the app prefix, hash-tagged by name and identifier (one Cluster slot per caller)', async () => {
     const keys = fresh();
-    const limiter = createRatelimit(redis, { name: 'sw', keys, algorithm: 'slidingWindow', limit: 5, windowMs: HOUR });
+    const limiter = createRatelimit({ redis, name: 'sw', keys, algorithm: 'slidingWindow', limit: 5, windowMs: HOUR });
     await limiter.limit('u:7');
     const bucket = Math.floor(Date.now() / HOUR);
     const found = await redis.get<number>(`${keys.slotted('rl', 'sw:u:7')}:${bucket}`);
@@ -132,26 +133,27 @@ describe('Upstash algorithms and the block cache', () => {
 describe('accuracy: 100 concurrent calls against a limit of 10', () => {
   test('sliding log admits exactly 10 and stores exactly 10 members', async () => {
     const keys = fresh();
-    const limiter = createRatelimit(redis, { name: 'acc', keys, algorithm: 'slidingLog', limit: 10, windowMs: HOUR });
+    const limiter = createRatelimit({ redis, name: 'acc', keys, algorithm: 'slidingLog', limit: 10, windowMs: HOUR });
     const rs = await burst(100, () => limiter.limit('hot'));
     expect(admitted(rs)).toBe(10);
     expect(await redis.zcard(keys.slotted('rl', 'acc:hot'))).toBe(10);
   });
 
   test('token bucket admits exactly 10', async () => {
-    const limiter = createRatelimit(redis, { name: 'acc', keys: fresh(), algorithm: 'tokenBucket', limit: 10, refillRate: 10, intervalMs: HOUR });
+    const limiter = createRatelimit({ redis, name: 'acc', keys: fresh(), algorithm: 'tokenBucket', limit: 10, refillRate: 10, intervalMs: HOUR });
     expect(admitted(await burst(100, () => limiter.limit('hot')))).toBe(10);
   });
 
   test('compound (sliding log + fixed window, two identity parts) admits exactly 10', async () => {
-    const limiter = createCompoundRatelimit(redis, {
+    const limiter = createCompoundRatelimit({
+      redis,
       name: 'acc', keys: fresh(), limits: [{ name: 'a', limit: 10, windowMs: HOUR }, { name: 'b', limit: 50, windowMs: HOUR, algorithm: 'fixedWindow' }],
     });
     expect(admitted(await burst(100, () => limiter.limit({ user: 'u', ip: '198.51.100.1' })))).toBe(10);
   });
 
   test('sliding window stays within its documented bound: exactly 10 inside one window, at most 2 × 10 across a boundary', async () => {
-    const limiter = createRatelimit(redis, { name: 'acc', keys: fresh(), algorithm: 'slidingWindow', limit: 10, windowMs: HOUR });
+    const limiter = createRatelimit({ redis, name: 'acc', keys: fresh(), algorithm: 'slidingWindow', limit: 10, windowMs: HOUR });
     const rs = await burst(100, () => limiter.limit('hot'));
     const windows = new Set(rs.map((r) => r.reset)).size;
     if (windows === 1) expect(admitted(rs)).toBe(10);
@@ -163,7 +165,7 @@ describe('accuracy: 100 concurrent calls against a limit of 10', () => {
 describe('sliding log state in Redis', () => {
   test('a refused call adds nothing; cost N adds N members; the key expires with the window', async () => {
     const keys = fresh();
-    const limiter = createRatelimit(redis, { name: 'log', keys, algorithm: 'slidingLog', limit: 5, windowMs: 60_000 });
+    const limiter = createRatelimit({ redis, name: 'log', keys, algorithm: 'slidingLog', limit: 5, windowMs: 60_000 });
     const key = keys.slotted('rl', 'log:u1');
     expect(await limiter.limit('u1', { cost: 3 })).toMatchObject({ success: true, remaining: 2 });
     expect(await redis.zcard(key)).toBe(3);
@@ -178,20 +180,21 @@ describe('sliding log state in Redis', () => {
     expect(new Set(members).size).toBe(3);
   });
 
-  test('cost 0 peeks without writing; a bad cost is a TypeError', async () => {
+  test('cost 0 peeks without writing; a bad cost is a RangeError', async () => {
     const keys = fresh();
-    const limiter = createRatelimit(redis, { name: 'log', keys, algorithm: 'slidingLog', limit: 2, windowMs: 60_000 });
+    const limiter = createRatelimit({ redis, name: 'log', keys, algorithm: 'slidingLog', limit: 2, windowMs: 60_000 });
     await limiter.limit('p');
     expect(await limiter.limit('p', { cost: 0 })).toMatchObject({ success: true, remaining: 1 });
     expect(await redis.zcard(keys.slotted('rl', 'log:p'))).toBe(1);
-    expect(() => limiter.limit('p', { cost: 1.5 })).toThrow(TypeError);
-    expect(() => limiter.limit('p', { cost: -1 })).toThrow(TypeError);
+    expect(() => limiter.limit('p', { cost: 1.5 })).toThrow(RangeError);
+    expect(() => limiter.limit('p', { cost: -1 })).toThrow(RangeError);
   });
 });
 
 describe('compound policies', () => {
   const policy = (keys = fresh()) =>
-    createCompoundRatelimit(redis, {
+    createCompoundRatelimit({
+      redis,
       name: 'api',
       keys,
       limits: [
@@ -226,7 +229,8 @@ describe('compound policies', () => {
 
   test('a refusal by the fixed window leaves the sliding log untouched', async () => {
     const keys = fresh();
-    const limiter = createCompoundRatelimit(redis, {
+    const limiter = createCompoundRatelimit({
+      redis,
       name: 'day', keys, limits: [{ name: 'burst', limit: 10, windowMs: 60_000 }, { name: 'daily', limit: 2, windowMs: 86_400_000, algorithm: 'fixedWindow' }],
     });
     await limiter.limit('u3');
@@ -243,6 +247,6 @@ describe('compound policies', () => {
     const r = await limiter.limit({ user: 'u', ip: '192.0.2.5' }, { limit: { burst: 100 } });
     expect(r.policies.filter((p) => p.name === 'burst').map((p) => p.limit)).toEqual([100, 100]);
     expect(() => limiter.limit({ user: 'u' }, { limit: 5 })).toThrow(TypeError);
-    expect(() => createCompoundRatelimit(redis, { name: 'x', keys: fresh(), limits: [{ name: 'a', limit: 1, windowMs: 1 }, { name: 'a', limit: 2, windowMs: 1 }] })).toThrow(TypeError);
+    expect(() => createCompoundRatelimit({ redis, name: 'x', keys: fresh(), limits: [{ name: 'a', limit: 1, windowMs: 1 }, { name: 'a', limit: 2, windowMs: 1 }] })).toThrow(TypeError);
   });
 });

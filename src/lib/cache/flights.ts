@@ -1,42 +1,13 @@
 /**
- * What keeps src/lib/cache.ts correct when Redis forgets, and when an invalidation lands while a
- * load is in flight: tag versions that are never reused, and the in-isolate registry of loads that
- * an invalidation cuts off.
+ * Single flight within an isolate: loads of one key share the first one's promise, and an
+ * invalidation cuts them off. A load that started before an invalidation read the store before it,
+ * so requests arriving after the invalidation must not join it: `invalidate`, `invalidateTag` and
+ * `invalidatePattern` drop the matching loads from the registry (the load itself finishes for its
+ * own callers, and the Redis side refuses its write: ./scripts.ts).
  *
- * - A tag's version is an opaque random token, not a counter. `invalidateTag` SETs a new one; a
- *   read SETs one only where none exists (`SET NX GET`, one command per tag in the read's round
- *   trip). So a lost tag key never reads as "version 0" (an entry stamped before the loss could
- *   match it) and a counter restarted after a loss can never climb back to an old entry's stamp:
- *   a missing version means "unknown", and every entry stamped before it is dead.
- * - Loads of one isolate are shared (single flight within the isolate). A load that started before
- *   an invalidation read the store before it, so requests arriving after the invalidation must not
- *   join it: `invalidate`, `invalidateTag` and `invalidatePattern` drop the matching loads from the
- *   registry (the load itself finishes for its own callers, and the Redis side refuses its write).
+ * Across isolates the single flight is the read script's lock; this registry only saves the round
+ * trips of concurrent requests of one isolate.
  */
-import type { RedisCommands } from './redis.ts';
-
-/** A new tag version: `v` + 72 random bits in hex (never parsed as a number by the client). */
-export function newTagVersion(): string {
-  return `v${Array.from(crypto.getRandomValues(new Uint8Array(9)), (b) => b.toString(16).padStart(2, '0')).join('')}`;
-}
-
-/**
- * The current version of each tag, creating the ones that are missing (a lost tag key): one
- * `SET NX GET` per tag, all issued in the caller's tick so they join its round trip.
- */
-export function readTagVersions(redis: RedisCommands<'set'>, tagKey: (tag: string) => string, tags: readonly string[]): Promise<Map<string, string>> {
-  return Promise.all(
-    tags.map((t) => {
-      const mine = newTagVersion();
-      return redis.set(tagKey(t), mine, { nx: true, get: true }).then((had: unknown) => [t, had == null ? mine : String(had)] as const);
-    }),
-  ).then((pairs) => new Map(pairs));
-}
-
-/** `SET` of a new version per tag: every entry stamped with an older one is dead. One command per tag. */
-export function bumpTagVersions(redis: RedisCommands<'set'>, tagKey: (tag: string) => string, tags: readonly string[]): Promise<unknown>[] {
-  return tags.map((t) => redis.set(tagKey(t), newTagVersion()));
-}
 
 const escapeRe = (ch: string) => ch.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
 
