@@ -141,7 +141,7 @@ describe('Cluster upstream', () => {
 
   test('@upstash/ratelimit scripts (shebang flags rewritten) run on the cluster with a hash-tagged identifier', async () => {
     // Its sliding window touches two keys (this window, the previous one): on a Cluster they must
-    // share a slot, so the identifier carries a hash tag (src/lib/ratelimit.ts always adds one).
+    // share a slot, so the identifier carries a hash tag (src/lib/ratelimit/ always adds one).
     const rl = new Ratelimit({ redis: client(gw), limiter: Ratelimit.slidingWindow(2, '10 s'), prefix: prefix() });
     const results = [];
     for (let i = 0; i < 3; i++) results.push((await rl.limit('{user:1}')).success);
