@@ -33,6 +33,9 @@ function edgeRedisSource(): Plugin {
 // The D1 migrations (schema + seed), applied to the test database by test/apply-migrations.ts.
 const migrations = await readD1Migrations('./migrations');
 
+/** `APP_ENV` as wrangler.toml ships it (what a deploy gets by doing nothing), for test/functions/defaults.test.ts. */
+const shippedAppEnv = /^APP_ENV\s*=\s*"([^"]*)"/m.exec(readFileSync(new URL('./wrangler.toml', import.meta.url), 'utf8'))?.[1] ?? '(unset)';
+
 export default defineConfig({
   test: {
     globalSetup: ['./test/global-setup.ts'],
@@ -54,6 +57,10 @@ export default defineConfig({
                 UPSTASH_REDIS_REST_URL: inject('gatewayUrl'),
                 UPSTASH_REDIS_REST_TOKEN: inject('gatewayToken'),
                 ADMIN_TOKEN: 'test-admin-token',
+                // wrangler.toml defaults to production (Secure `__Host-` cookies); the tests call the
+                // Worker over plain http with `sid`, as `npm run dev` does. test/functions/defaults.test.ts
+                // checks the production default itself.
+                APP_ENV: 'development',
                 TEST_MIGRATIONS: migrations,
               },
             },
@@ -61,6 +68,7 @@ export default defineConfig({
         ],
         test: {
           name: 'workers',
+          provide: { shippedAppEnv },
           setupFiles: ['./test/apply-migrations.ts'],
           include: ['test/lib/**/*.test.ts', 'test/functions/**/*.test.ts'],
         },

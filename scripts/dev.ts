@@ -325,6 +325,8 @@ async function main(): Promise<void> {
     ...(flagValue(extraArgs, '--port') === undefined ? ['--port', port] : []),
     ...envFileArgs,
     ...(extraArgs.includes('--test-scheduled') ? [] : ['--test-scheduled']),
+    // wrangler.toml ships production (Secure `__Host-` cookies); the local stack is plain http.
+    ...(extraArgs.some((a) => a.startsWith('APP_ENV:') || a.startsWith('--var=APP_ENV:')) ? [] : ['--var', 'APP_ENV:development']),
     ...extraArgs,
   ];
   say(`starting wrangler ${args.join(' ')}`);

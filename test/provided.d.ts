@@ -22,5 +22,7 @@ declare module 'vitest' {
     faultLabUrl: string;
     /** Bearer token of the fault lab. */
     faultLabToken: string;
+    /** `APP_ENV` in wrangler.toml's [vars] (vitest.config.ts reads it; the tests run with "development"). */
+    shippedAppEnv: string;
   }
 }
