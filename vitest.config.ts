@@ -39,6 +39,9 @@ const shippedAppEnv = /^APP_ENV\s*=\s*"([^"]*)"/m.exec(readFileSync(new URL('./w
 export default defineConfig({
   test: {
     globalSetup: ['./test/global-setup.ts'],
+    // The Worker's one-line-per-request log (src/middleware.ts) would bury the suite's output;
+    // test/functions/observability.test.ts reads it itself.
+    onConsoleLog: (log: string) => !log.startsWith('{"msg":"request"'),
     projects: [
       {
         test: {

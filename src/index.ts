@@ -15,12 +15,15 @@ import leaderboard from './functions/leaderboard.ts';
 import { docsPage, openApiDocument } from './functions/openapi.ts';
 import products from './functions/products.ts';
 import { scheduled } from './functions/scheduled.ts';
-import { csrfGuard, defaultRateLimit, limitBody, provideServices, sessions } from './middleware.ts';
+import { csrfGuard, defaultRateLimit, limitBody, observeRequest, provideServices, sessions } from './middleware.ts';
+import { countRedis } from './services.ts';
 
 const app = new Hono<AppEnv>();
 
 app.onError(onError);
 app.notFound(notFound);
+// First, so every route (health and docs included) gets a request id, a Server-Timing header and a log line.
+app.use(observeRequest);
 
 /**
  * Liveness with a real Redis round trip (one PING through the REST endpoint). 503 tells a load
@@ -34,7 +37,7 @@ app.get('/healthz', async (c) => {
   const started = Date.now();
   let reply: string;
   try {
-    reply = await createRedis(c.env).ping();
+    reply = await createRedis(c.env, { observe: countRedis }).ping();
   } catch (err) {
     const kind = classifyRedisError(err);
     console.error(`[healthz] redis check failed: ${kind} (${err instanceof Error ? err.name : typeof err})`);

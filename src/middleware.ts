@@ -1,16 +1,17 @@
 /**
- * App-wide middleware, in the order src/index.ts mounts it: body limit → CSRF guard → services →
- * default rate limit → session. None keeps state of its own: the per-env services (src/services.ts)
+ * App-wide middleware, in the order src/index.ts mounts it: request observation → body limit → CSRF
+ * guard → services → default rate limit → session. None keeps state of its own: the per-env services (src/services.ts)
  * arrive on `c.var.services`, and the library's middlewares take them from there.
  */
 import type { MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { getCookie } from 'hono/cookie';
 import { createMiddleware } from 'hono/factory';
+import { requestId } from 'hono/request-id';
 import { rateLimit, session } from 'edge-redis/hono';
 import type { AppEnv, SessionShape } from './env.ts';
 import { AppError } from './errors.ts';
-import { services } from './services.ts';
+import { services, withRedisSpend, type RedisSpend } from './services.ts';
 
 /** Largest JSON body any route takes. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -69,3 +70,36 @@ const prodSessions = session<SessionShape, AppEnv>({ store: (c) => c.var.service
 
 /** The lazy session (edge-redis/session) on `c.var.session`, with this environment's cookie ({@link sessionCookie}). */
 export const sessions: MiddlewareHandler<AppEnv> = (c, next) => (c.env.APP_ENV === 'development' ? devSessions : prodSessions)(c, next);
+
+const assignRequestId = requestId();
+
+/**
+ * Observation of every request:
+ * - `X-Request-Id`: the caller's when it sent a sane one (hono/request-id: ≤ 255 of [\w\-=]), else a
+ *   new UUID; on `c.var.requestId` and echoed in the response;
+ * - `Server-Timing: redis;dur=<ms>;desc="<trips> trips, <commands> commands", app;dur=<ms>`, so the
+ *   browser's dev tools show what a request cost in Redis (only what happened before the response:
+ *   `waitUntil` work comes after);
+ * - one JSON log line per request (Workers Logs index its fields): request id, method, route,
+ *   status, duration, and the Redis round trips, commands, time and failed trips it spent. The path
+ *   is the route's pattern, so ids, tokens and query strings stay out of the log.
+ */
+export const observeRequest = createMiddleware<AppEnv>(async function observeRequest(c, next) {
+  const spend: RedisSpend = { trips: 0, commands: 0, ms: 0, failed: 0 };
+  const started = performance.now();
+  await withRedisSpend(spend, () => assignRequestId(c, next));
+  const ms = performance.now() - started;
+  const redisMs = Math.round(spend.ms * 10) / 10;
+  c.res.headers.append('Server-Timing', `redis;dur=${redisMs};desc="${spend.trips} trips, ${spend.commands} commands", app;dur=${Math.round(ms * 10) / 10}`);
+  console.log(
+    JSON.stringify({
+      msg: 'request',
+      requestId: c.var.requestId,
+      method: c.req.method,
+      route: c.req.routePath,
+      status: c.res.status,
+      ms: Math.round(ms * 10) / 10,
+      redis: { trips: spend.trips, commands: spend.commands, ms: redisMs, failed: spend.failed },
+    }),
+  );
+});

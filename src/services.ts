@@ -15,7 +15,8 @@ import { createLeaderboard, type Leaderboard } from 'edge-redis/leaderboard';
 import { createLocks, type Locks } from 'edge-redis/lock';
 import { createLoginThrottle, type LoginThrottle } from 'edge-redis/login-throttle';
 import { createRatelimit, type Limiter } from 'edge-redis/ratelimit';
-import { createRedis, type RedisClient } from 'edge-redis/redis';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { createRedis, type RedisClient, type RedisObserver } from 'edge-redis/redis';
 import { createSessionStore, type SessionStore } from 'edge-redis/session';
 import { createWriteBehind, type WriteBehind } from 'edge-redis/writebehind';
 
@@ -54,11 +55,42 @@ export function positiveInt(raw: string | undefined, name: string, fallback: num
   return n;
 }
 
+/** What one request spent on Redis: HTTP round trips, the commands they carried, their time. */
+export interface RedisSpend {
+  trips: number;
+  commands: number;
+  ms: number;
+  /** Trips that failed (network, timeout, HTTP error). */
+  failed: number;
+}
+
+const spending = new AsyncLocalStorage<RedisSpend>();
+
+/** Runs `fn` (a request) with its own {@link RedisSpend}, which every app client adds to. */
+export function withRedisSpend<T>(spend: RedisSpend, fn: () => T): T {
+  return spending.run(spend, fn);
+}
+
+/**
+ * The observer of every Redis client the app builds: adds each HTTP request to the spend of the
+ * request it belongs to. A task-batched pipeline opens in the task of the request that issued its
+ * first command, and AsyncLocalStorage follows it into its timer, so concurrent requests in one
+ * isolate never mix. Outside a request (the cron) it does nothing.
+ */
+export const countRedis: RedisObserver = (trip) => {
+  const spend = spending.getStore();
+  if (spend === undefined) return;
+  spend.trips += 1;
+  spend.commands += trip.commands;
+  spend.ms += trip.ms;
+  if (!trip.ok) spend.failed += 1;
+};
+
 /** The services of this `env` (c.env). */
 export function services(env: Env): Services {
   let s = built.get(env);
   if (s) return s;
-  const redis = createRedis(env, { batch: 'task' });
+  const redis = createRedis(env, { batch: 'task', observe: countRedis });
   const keys = keySchema({ app: env.REDIS_KEY_APP || 'shop', env: env.APP_ENV || 'dev' });
   const limits = {
     api: positiveInt(env.API_RATE_LIMIT, 'API_RATE_LIMIT', 100),

@@ -20,7 +20,7 @@
  * const redis = createRedis(c.env);
  * const [views] = await Promise.all([redis.incr(keys.key('views', id)), redis.get(keys.key('cache', id))]);
  */
-import { errors, Redis } from '@upstash/redis/cloudflare';
+import { errors, Redis, type Requester, type UpstashRequest, type UpstashResponse } from '@upstash/redis/cloudflare';
 import { RedisConfigError } from './errors.ts';
 
 export { RedisConfigError };
@@ -61,7 +61,25 @@ export interface CreateRedisOptions {
    * @default 'tick'
    */
   batch?: 'tick' | 'task';
+  /**
+   * Called once per HTTP request to Redis when it ends (answered or failed), with its command
+   * count and duration: the hook for per-request accounting (round trips, commands, Redis time).
+   * Clients are cached per env and settings, so pass the same function every time (a module-level
+   * one that finds the current request itself, e.g. through AsyncLocalStorage).
+   */
+  observe?: RedisObserver;
 }
+
+/** One HTTP request to Redis, as {@link CreateRedisOptions.observe} sees it. */
+export interface RedisTrip {
+  /** Commands it carried: 1, or the size of a pipeline / transaction. */
+  commands: number;
+  /** From the request's start to its answer or failure, retries included, in ms. */
+  ms: number;
+  /** false when it threw (network, timeout) or Redis answered an HTTP error. */
+  ok: boolean;
+}
+export type RedisObserver = (trip: RedisTrip) => void;
 
 /** Budget of one HTTP request when `REDIS_TIMEOUT_MS` is unset, in ms. */
 export const DEFAULT_REDIS_TIMEOUT_MS = 3_000;
@@ -124,7 +142,7 @@ export function createRedis(env: RedisEnv, options: CreateRedisOptions = {}): Re
   if (!Number.isInteger(retries) || retries < 0) throw new RedisConfigError('retries must be a non-negative integer');
 
   const batch = options.batch ?? 'tick';
-  const id = `${timeoutMs}/${retries}/${batch}`;
+  const id = `${timeoutMs}/${retries}/${batch}/${options.observe ? observerId(options.observe) : '-'}`;
   let perEnv = clients.get(env);
   const cached = perEnv?.get(id);
   if (cached) return cached;
@@ -133,7 +151,7 @@ export function createRedis(env: RedisEnv, options: CreateRedisOptions = {}): Re
   const token = checkToken(env.UPSTASH_REDIS_REST_TOKEN);
   let redis: Redis;
   try {
-    redis = new Redis({
+    const config = {
       url,
       token,
       // A factory, not a signal: the client calls it once per HTTP request, so each request gets a
@@ -142,7 +160,8 @@ export function createRedis(env: RedisEnv, options: CreateRedisOptions = {}): Re
       signal: () => AbortSignal.timeout(timeoutMs),
       retry: { retries, backoff },
       enableAutoPipelining: batch === 'tick',
-    });
+    };
+    redis = options.observe ? new ObservedRedis(config, options.observe) : new Redis(config);
   } catch (cause) {
     // The client's own URL check is stricter than ours; its message quotes the URL.
     if (cause instanceof errors.UrlError) throw new RedisConfigError('UPSTASH_REDIS_REST_URL is not a valid REST URL', { cause });
@@ -155,6 +174,71 @@ export function createRedis(env: RedisEnv, options: CreateRedisOptions = {}): Re
   if (batch === 'task') redis = batchPerTask(redis);
   perEnv.set(id, redis);
   return redis;
+}
+
+const observerIds = new WeakMap<RedisObserver, number>();
+let nextObserverId = 1;
+function observerId(fn: RedisObserver): number {
+  let n = observerIds.get(fn);
+  if (n === undefined) observerIds.set(fn, (n = nextObserverId++));
+  return n;
+}
+
+/** Times each HTTP request of the wrapped requester and reports it; everything else passes through. */
+class ObservingRequester implements Requester {
+  private readonly inner: Requester;
+  private readonly observe: RedisObserver;
+  constructor(inner: Requester, observe: RedisObserver) {
+    this.inner = inner;
+    this.observe = observe;
+  }
+  // The client reads and writes these on its requester (read-your-writes sync).
+  get readYourWrites(): boolean {
+    return this.inner.readYourWrites ?? false;
+  }
+  set readYourWrites(v: boolean) {
+    this.inner.readYourWrites = v;
+  }
+  get upstashSyncToken(): string {
+    return this.inner.upstashSyncToken ?? '';
+  }
+  set upstashSyncToken(v: string) {
+    this.inner.upstashSyncToken = v;
+  }
+  async request<TResult = unknown>(req: UpstashRequest): Promise<UpstashResponse<TResult>> {
+    const started = performance.now();
+    const body = req.body;
+    const commands = Array.isArray(body) && Array.isArray(body[0]) ? body.length : 1;
+    let ok = false;
+    try {
+      const res = await this.inner.request<TResult>(req);
+      ok = res.error === undefined;
+      return res;
+    } finally {
+      try {
+        this.observe({ commands, ms: performance.now() - started, ok });
+      } catch {
+        // An observer's failure is not the command's.
+      }
+    }
+  }
+}
+
+/**
+ * A client whose HTTP requester reports every request to an observer. `client` is the requester
+ * the base class sends through, a protected field, so this subclass wraps it without a cast. The
+ * base constructor runs with auto-pipelining off (it would return a proxy over the unwrapped
+ * client); it is turned on here, after the wrap, the way the base class does it.
+ */
+class ObservedRedis extends Redis {
+  constructor(config: ConstructorParameters<typeof Redis>[0], observe: RedisObserver) {
+    super({ ...config, enableAutoPipelining: false });
+    this.client = new ObservingRequester(this.client, observe);
+    if (config.enableAutoPipelining) {
+      this.enableAutoPipelining = true;
+      return this.autoPipeline();
+    }
+  }
 }
 
 /** Commands the Proxy must not route through a pipeline (they are not single commands). */

@@ -4,7 +4,7 @@
  */
 import { env } from 'cloudflare:workers';
 import { describe, expect, inject, test } from 'vitest';
-import { classifyRedisError, createRedis, DEFAULT_REDIS_RETRIES, RedisConfigError, type RedisEnv } from 'edge-redis/redis';
+import { classifyRedisError, createRedis, DEFAULT_REDIS_RETRIES, RedisConfigError, type RedisEnv, type RedisTrip } from 'edge-redis/redis';
 import { countTrips } from '../support/round-trips.ts';
 
 /** A fresh env object (so a fresh client) pointing at `url`. */
@@ -151,5 +151,47 @@ describe("createRedis({ batch: 'task' })", () => {
     const settled = await Promise.allSettled([redis.get(`${prefix}:x`), redis.set(`${prefix}:y`, 1)]);
     expect(settled.map((s) => s.status)).toEqual(['rejected', 'rejected']);
     expect(settled.map((s) => (s.status === 'rejected' ? classifyRedisError(s.reason) : 'ok'))).toEqual(['rejected', 'rejected']);
+  });
+});
+
+describe('createRedis({ observe })', () => {
+  test('reports every HTTP request with its command count, for each batching mode and for pipelines', async () => {
+    const url = inject('gatewayUrl');
+    for (const batch of ['tick', 'task'] as const) {
+      const seen: RedisTrip[] = [];
+      const observe = (t: RedisTrip) => void seen.push(t);
+      const redis = createRedis(envFor(url), { batch, observe });
+      const key = `obs:${crypto.randomUUID()}`;
+      const counted = await countTrips(url, async () => {
+        await Promise.all([redis.set(key, '1'), redis.get(key), redis.incr(`${key}:n`)]);
+        const p = redis.pipeline();
+        p.get(key);
+        p.get(`${key}:n`);
+        await p.exec();
+        await redis.del(key, `${key}:n`);
+      });
+      expect(seen.length, batch).toBe(counted.count);
+      expect(seen.reduce((n, t) => n + t.commands, 0), batch).toBe(counted.commands.length);
+      expect(seen.every((t) => t.ok && t.ms >= 0), batch).toBe(true);
+    }
+  });
+
+  test('a failed request is reported as not ok, and the same observer gets the same client', async () => {
+    const seen: RedisTrip[] = [];
+    const observe = (t: RedisTrip) => void seen.push(t);
+    const down = envFor(inject('downGatewayUrl'));
+    expect(createRedis(down, { observe })).toBe(createRedis(down, { observe }));
+    expect(createRedis(down, { observe })).not.toBe(createRedis(down));
+    await expect(createRedis(down, { observe }).ping()).rejects.toThrow();
+    expect(seen).toMatchObject([{ commands: 1, ok: false }]);
+  });
+
+  test('an observer that throws does not fail the command', async () => {
+    const redis = createRedis(envFor(inject('gatewayUrl')), {
+      observe: () => {
+        throw new Error('observer broke');
+      },
+    });
+    await expect(redis.ping()).resolves.toBe('PONG');
   });
 });
