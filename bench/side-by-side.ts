@@ -97,6 +97,7 @@ function autocannon(url: string, req: Request, conc: number, tmp: string): Autoc
   }
   args.push(url + req.path);
   const out = spawnSync(join(ROOT, 'node_modules/.bin/autocannon'), args, { encoding: 'utf8', maxBuffer: 16 * 2 ** 20 });
+  if (out.error) throw new Error(`autocannon could not start (run npm install): ${out.error.message}`, { cause: out.error });
   if (out.status !== 0) throw new Error(`autocannon failed (${out.status}): ${out.stderr.slice(-500)}`);
   const parsed: unknown = JSON.parse(out.stdout);
   if (!isAutocannonJson(parsed)) throw new Error('autocannon printed JSON without requests/latency');
