@@ -13,7 +13,7 @@ import { Cluster } from 'ioredis';
 import type { Command } from './commands.ts';
 import type { ReplyBudget } from './budget.ts';
 import {
-  connect, DeadlineError, describe, isReplyError, send, toOutcome, UnavailableError, waitReady, withDeadline,
+  connect, corkUntilIdle, DeadlineError, describe, isReplyError, send, toOutcome, UnavailableError, waitReady, withDeadline,
   type Client, type Identity, type Outcome,
 } from './connect.ts';
 import { RequestError } from './commands.ts';
@@ -138,6 +138,7 @@ export class Lane {
   async run(cmds: readonly Command[], o: { dedicated: boolean; deadline: number; budget: ReplyBudget }): Promise<Outcome[]> {
     if (o.dedicated) return this.#onDedicated(cmds, o.deadline, o.budget);
     const client = await this.#sharedClient(o.deadline);
+    corkUntilIdle(client);
     const replies = client instanceof Cluster ? runOnCluster(client, cmds, this.#o.slotOf) : cmds.map((cmd) => send(client, cmd));
     try {
       return await withDeadline(budgeted(replies, o.budget), o.deadline);
@@ -154,6 +155,7 @@ export class Lane {
    */
   async transaction(cmds: readonly Command[], deadline: number, budget: ReplyBudget): Promise<Outcome[]> {
     const client = await this.#sharedClient(deadline);
+    corkUntilIdle(client);
     const multi = client.multi();
     for (const cmd of cmds) multi.callBuffer(cmd.wire ?? cmd.name, ...cmd.args);
     let results: [Error | null, unknown][] | null;
