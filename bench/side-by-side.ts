@@ -11,6 +11,7 @@
  * but needs Lua for POST bodies and prints text to parse) vs autocannon (npm, JSON out): autocannon.
  *
  * Environment: `BENCH_DURATION_S` (default 5) per cell, `BENCH_CONCURRENCY` (default `1,8,32`),
+ * `BENCH_ROUNDS` (default 1) alternating rounds per cell, the median kept (use 3+ on a busy machine),
  * `BENCH_WORKLOADS` (subset of `get,pipeline10,pipeline100,multiexec10`), `BENCH_CPU_PROF=<dir>`
  * runs the gateway under `node --cpu-prof --cpu-prof-dir=<dir>` (profile written on exit).
  */
@@ -28,6 +29,8 @@ const KEY = 'bench:sbs:k';
 const ROOT = join(import.meta.dirname, '..');
 const duration = Number(process.env['BENCH_DURATION_S'] ?? 5);
 if (!Number.isFinite(duration) || duration <= 0) throw new Error(`BENCH_DURATION_S must be a positive number, got "${process.env['BENCH_DURATION_S']}"`);
+const rounds = Number(process.env['BENCH_ROUNDS'] ?? 1);
+if (!Number.isInteger(rounds) || rounds <= 0) throw new Error(`BENCH_ROUNDS must be a positive whole number, got "${process.env['BENCH_ROUNDS']}"`);
 
 type ServerName = 'gateway' | 'floor' | 'webdis';
 interface Server { name: ServerName; url: string; child: ChildProcess }
@@ -154,12 +157,23 @@ async function main(): Promise<void> {
 
     for (const w of workloads) {
       for (const conc of concs) {
-        for (const s of servers) {
-          const req = w.request(s.name);
-          if (req === undefined) continue;
-          say(`${s.name} ${w.name} c=${conc}: autocannon ${duration} s`);
-          const r = autocannon(s.url, req, conc, tmp);
-          rows.push({ server: s.name, workload: w.name, conc, rps: r.requests.average, cps: r.requests.average * w.commands, p50: r.latency.p50, p99: r.latency.p99 });
+        // Rounds alternate the servers (A B C A B C …) and each server's median round is kept, so
+        // a burst of other work on this machine skews one round of one server, not the ratio.
+        const runs = new Map<string, Row[]>();
+        for (let round = 1; round <= rounds; round++) {
+          for (const s of servers) {
+            const req = w.request(s.name);
+            if (req === undefined) continue;
+            say(`${s.name} ${w.name} c=${conc}: autocannon ${duration} s${rounds > 1 ? ` (round ${round}/${rounds})` : ''}`);
+            const r = autocannon(s.url, req, conc, tmp);
+            const row: Row = { server: s.name, workload: w.name, conc, rps: r.requests.average, cps: r.requests.average * w.commands, p50: r.latency.p50, p99: r.latency.p99 };
+            runs.set(s.name, [...(runs.get(s.name) ?? []), row]);
+          }
+        }
+        for (const list of runs.values()) {
+          const sorted = [...list].sort((a, b) => a.rps - b.rps);
+          const median = sorted[Math.floor((sorted.length - 1) / 2)];
+          if (median) rows.push({ ...median, p99: [...list].map((r) => r.p99).sort((a, b) => a - b)[Math.floor((list.length - 1) / 2)] ?? median.p99 });
         }
       }
     }
