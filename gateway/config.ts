@@ -7,6 +7,8 @@
  * one-line change in a compose file.
  */
 import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -64,6 +66,13 @@ export interface GatewayConfig {
   /** How long a keep-alive socket may sit idle between requests. */
   idleTimeoutMs: number;
   logRequests: boolean;
+  /**
+   * Signs the script aliases shared in Redis (scripts.ts). `GATEWAY_SCRIPT_ALIAS_SECRET`, else
+   * derived from every configured token, so replicas with the same tokens agree without setting it.
+   */
+  scriptAliasSecret: string;
+  /** Processes serving the port (`GATEWAY_WORKERS`, `auto` = available cores); 1 = no cluster. */
+  workers: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -322,7 +331,19 @@ export function loadConfig(env: Env): GatewayConfig {
     bodyTimeoutMs,
     idleTimeoutMs: int(env, DEFAULTS.idleTimeoutMs, 100, 3_600_000, 'GATEWAY_IDLE_TIMEOUT_MS'),
     logRequests: bool(env, false, 'GATEWAY_LOG_REQUESTS'),
+    scriptAliasSecret: pick(env, 'GATEWAY_SCRIPT_ALIAS_SECRET')?.value
+      ?? createHash('sha256').update(`edge-redis script aliases\0${tokens.map((t) => t.token).sort().join('\0')}`).digest('hex'),
+    workers: workers(env),
   };
+}
+
+function workers(env: Env): number {
+  const raw = pick(env, 'GATEWAY_WORKERS')?.value?.trim();
+  if (raw === undefined || raw === '') return 1;
+  if (raw === 'auto') return availableParallelism();
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 256) throw new ConfigError(`GATEWAY_WORKERS must be a whole number from 1 to 256, or auto, got "${raw}"`);
+  return n;
 }
 
 /** A Redis URL safe to print: the password is masked. */

@@ -72,6 +72,8 @@ export async function runBatch(cmds: Command[], ctx: BatchContext): Promise<Outc
   if (checked.dedicated && ctx.upstream.dedicated.value >= ctx.maxDedicatedConnections) {
     throw new RequestError(503, `ERR too many blocking commands at once (GATEWAY_MAX_CONNECTIONS=${ctx.maxDedicatedConnections})`);
   }
+  const loading = ctx.scripts.load(cmds);
+  if (loading) await loading;
   const mappers = prepare(cmds, checked, ctx);
   const budget = new ReplyBudget(ctx.maxReplyBytes);
   return guarded(checked, ctx, async () => {
@@ -98,6 +100,8 @@ export async function runTransaction(cmds: Command[], ctx: BatchContext): Promis
     }
     lane = ctx.runtime.admin;
   }
+  const loading = ctx.scripts.load(cmds);
+  if (loading) await loading;
   const mappers = prepare(cmds, checked, ctx);
   const budget = new ReplyBudget(ctx.maxReplyBytes);
   return guarded(checked, ctx, async () => mapped(await lane.transaction(cmds, ctx.deadline, budget), mappers));

@@ -16,7 +16,6 @@ import { runBatch, runTransaction, type BatchContext } from './execute.ts';
 import { listen, type RunningGateway } from './listen.ts';
 import { Metrics } from './metrics.ts';
 import { percentDecode, splitTarget } from './paths.ts';
-import { ScriptAliases } from './scripts.ts';
 import { serveSubscription, type SubscriptionKind } from './sse.ts';
 import { Upstream, type TokenRuntime } from './upstream.ts';
 
@@ -62,7 +61,6 @@ class TokenTable {
 class Gateway {
   readonly config: GatewayConfig;
   readonly metrics = new Metrics();
-  readonly scripts = new ScriptAliases();
   readonly upstreams = new Map<string, Upstream>();
   readonly #tokens: TokenTable;
   readonly #log: (line: string) => void;
@@ -80,7 +78,7 @@ class Gateway {
     const acl = new AclUsers(randomBytes(32).toString('hex'));
     for (const url of new Set([config.redisUrl, ...config.tokens.map((t) => t.redisUrl)])) {
       const tokens = config.tokens.filter((t) => t.redisUrl === url);
-      this.upstreams.set(url, new Upstream(url, { tokens, allowAdminCommands: config.allowAdminCommands, acl, log }));
+      this.upstreams.set(url, new Upstream(url, { tokens, allowAdminCommands: config.allowAdminCommands, acl, log, scriptAliasSecret: config.scriptAliasSecret }));
     }
     this.metrics.gauge('gateway_sse_streams', () => this.#streams.size);
     this.metrics.gauge('gateway_redis_up', () => (this.#upstream(config.redisUrl).up ? 1 : 0));
@@ -179,7 +177,7 @@ class Gateway {
       }
       const base64 = String(req.headers['upstash-encoding'] ?? '').toLowerCase() === 'base64';
       const ctx: BatchContext = {
-        upstream, runtime, scripts: this.scripts, metrics: this.metrics, deadline,
+        upstream, runtime, scripts: upstream.scripts, metrics: this.metrics, deadline,
         timeoutMs: this.config.timeoutMs, maxReplyBytes: this.config.maxReplyBytes, maxDedicatedConnections: this.config.maxDedicatedConnections,
       };
 

@@ -18,6 +18,7 @@ import { parseRedisUrl, redactUrl, type TokenPolicy } from './config.ts';
 import { connect, describe, isCluster, isReplyError, UnavailableError, waitReady, withDeadline, type Client, type Identity } from './connect.ts';
 import { DedicatedCount, Lane } from './lane.ts';
 import { compilePolicy, isRestricted, type CompiledPolicy } from './policy.ts';
+import { ALIAS_KEY, ALIAS_LIMIT, ALIAS_WRITE, ScriptAliases } from './scripts.ts';
 
 /** The hash slot of a command's first key; -1 for keyless commands. */
 function slotOf(cmd: Command): number {
@@ -48,12 +49,16 @@ export interface UpstreamOptions {
   allowAdminCommands: boolean;
   acl: AclUsers;
   log: (line: string) => void;
+  /** Signs the script aliases this Redis holds (scripts.ts). */
+  scriptAliasSecret: string;
 }
 
 export class Upstream {
   readonly url: string;
   readonly admin: Lane;
   readonly dedicated = new DedicatedCount();
+  /** Script aliases of this Redis, shared with every gateway process through it. */
+  readonly scripts: ScriptAliases;
   readonly #o: UpstreamOptions;
   readonly #control: Client;
   readonly #db: number;
@@ -82,6 +87,18 @@ export class Upstream {
       onStatus: (up, detail) => {
         this.#setUp(up, detail);
         if (up) this.refresh();
+      },
+    });
+    const key = Buffer.from(ALIAS_KEY);
+    this.scripts = new ScriptAliases({
+      secret: o.scriptAliasSecret,
+      store: {
+        read: (fields) => withDeadline(this.admin.shared.hmgetBuffer(key, ...fields), Date.now() + 1_000),
+        // HSET, and the whole hash dropped past ALIAS_LIMIT fields: a client sending endless
+        // distinct flagged scripts cannot grow it without bound (a dropped alias costs one EVAL).
+        write: (field, value) => {
+          this.admin.shared.eval(ALIAS_WRITE, 1, key, field, value, ALIAS_LIMIT).catch(() => undefined);
+        },
       },
     });
     this.#control = connect(url);
