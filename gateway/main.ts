@@ -1,10 +1,13 @@
 /**
  * `npm run gateway`: starts the Redis REST gateway from the environment, prints where it listens and
  * which Redis it talks to, and shuts down gracefully on SIGTERM / SIGINT. A misconfiguration prints
- * one line and exits 2; nothing here prints a stack trace or a token.
+ * one line and exits 2; nothing here prints a stack trace or a token. With GATEWAY_WORKERS > 1 this
+ * process becomes the primary of that many gateway processes on the same port (workers.ts).
  */
 import { ConfigError, loadConfig, redactUrl } from './config.ts';
+import { mergeSnapshots, renderSnapshot } from './metrics.ts';
 import { startGateway } from './server.ts';
+import { announceListening, isWorker, runPrimary, workerMetrics } from './workers.ts';
 
 function fail(message: string, code: number): never {
   process.stderr.write(`gateway: ${message}\n`);
@@ -19,20 +22,32 @@ try {
   throw err;
 }
 
-try {
-  const gateway = await startGateway(config);
-  const upstreams = [...new Set([config.redisUrl, ...config.tokens.map((t) => t.redisUrl)])].map(redactUrl);
-  process.stdout.write(
-    `gateway: listening on ${gateway.url} (${config.tokens.length} token${config.tokens.length === 1 ? '' : 's'})\n` +
-      `gateway: Redis ${upstreams.join(', ')}\n` +
-      (config.allowAdminCommands ? 'gateway: admin commands ALLOWED (GATEWAY_ALLOW_ADMIN_COMMANDS=true)\n' : '') +
-      (config.latencyMs > 0 ? `gateway: adding ${config.latencyMs} ms to every answer (GATEWAY_LATENCY_MS)\n` : ''),
-  );
+const clustered = config.workers > 1;
+const upstreams = [...new Set([config.redisUrl, ...config.tokens.map((t) => t.redisUrl)])].map(redactUrl);
+const details = [
+  `${config.tokens.length} token${config.tokens.length === 1 ? '' : 's'}; Redis ${upstreams.join(', ')}`,
+  ...(config.allowAdminCommands ? ['admin commands ALLOWED (GATEWAY_ALLOW_ADMIN_COMMANDS=true)'] : []),
+  ...(config.latencyMs > 0 ? [`adding ${config.latencyMs} ms to every answer (GATEWAY_LATENCY_MS)`] : []),
+];
+if (clustered && !isWorker()) {
+  runPrimary({
+    workers: config.workers,
+    details,
+    say: (line) => process.stdout.write(`gateway: ${line}\n`),
+    merge: async (parts) => renderSnapshot(mergeSnapshots(parts)),
+  });
+} else try {
+  let snapshot: (() => unknown) | undefined;
+  const metrics = clustered ? workerMetrics(async () => snapshot?.()) : undefined;
+  const gateway = await startGateway(config, metrics ? { metrics } : {});
+  snapshot = () => gateway.metricsSnapshot();
+  if (clustered) announceListening(gateway.url);
+  if (!clustered) process.stdout.write(`gateway: listening on ${gateway.url}\n${details.map((d) => `gateway: ${d}\n`).join('')}`);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    process.stdout.write(`gateway: ${signal} received, finishing in-flight requests\n`);
+    if (!clustered) process.stdout.write(`gateway: ${signal} received, finishing in-flight requests\n`);
     gateway.close().then(
       () => process.exit(0),
       () => process.exit(1),

@@ -14,7 +14,7 @@ import { DeadlineError, describe, isReplyError, UnavailableError, type Outcome }
 import { errorEntry, errorText, resultEntry } from './encode.ts';
 import { runBatch, runTransaction, type BatchContext } from './execute.ts';
 import { listen, type RunningGateway } from './listen.ts';
-import { Metrics } from './metrics.ts';
+import { Metrics, type MetricsSnapshot } from './metrics.ts';
 import { percentDecode, splitTarget } from './paths.ts';
 import { serveSubscription, type SubscriptionKind } from './sse.ts';
 import { Upstream, type TokenRuntime } from './upstream.ts';
@@ -24,6 +24,13 @@ export type { RunningGateway } from './listen.ts';
 export interface GatewayOptions {
   /** Where operational lines go (never tokens, never stack traces). Default: stderr. */
   log?: (line: string) => void;
+  /** What `/metrics` answers instead of this process's own text (GATEWAY_WORKERS: the whole gateway's). */
+  metrics?: () => Promise<string>;
+}
+
+export interface StartedGateway extends RunningGateway {
+  /** This process's counts, as data (GATEWAY_WORKERS merges them, workers.ts). */
+  metricsSnapshot(): MetricsSnapshot;
 }
 
 type Route = '/' | '/pipeline' | '/multi-exec' | '/subscribe' | '/psubscribe' | 'path' | '/healthz' | '/metrics' | 'other';
@@ -70,9 +77,12 @@ class Gateway {
   /** Set on shutdown: answers then carry `connection: close`, so keep-alive sockets do not linger. */
   closing = false;
 
-  constructor(config: GatewayConfig, log: (line: string) => void) {
+  readonly #metricsText: (() => Promise<string>) | undefined;
+
+  constructor(config: GatewayConfig, log: (line: string) => void, metricsText?: () => Promise<string>) {
     this.config = config;
     this.#log = log;
+    this.#metricsText = metricsText;
     this.#tokens = new TokenTable(config.tokens);
     // One password per gateway process for the ACL users it makes (acl.ts).
     const acl = new AclUsers(randomBytes(32).toString('hex'));
@@ -153,7 +163,8 @@ class Gateway {
       }
       if (path === '/metrics' && method === 'GET') {
         route = '/metrics';
-        await send(200, this.metrics.render(), 'text/plain; version=0.0.4; charset=utf-8');
+        const text = this.#metricsText ? await this.#metricsText() : this.metrics.render();
+        await send(200, text, 'text/plain; version=0.0.4; charset=utf-8');
         return;
       }
       if (method !== 'POST' && method !== 'GET') throw new RequestError(405, `ERR method ${method} is not supported; use POST`);
@@ -327,11 +338,11 @@ function isAborted(err: unknown): boolean {
 }
 
 /** Starts the gateway; resolves once it listens. Port 0 picks a free port. */
-export async function startGateway(config: GatewayConfig, options: GatewayOptions = {}): Promise<RunningGateway> {
+export async function startGateway(config: GatewayConfig, options: GatewayOptions = {}): Promise<StartedGateway> {
   const log = options.log ?? ((line: string) => process.stderr.write(`[gateway] ${line}\n`));
-  const gateway = new Gateway(config, log);
+  const gateway = new Gateway(config, log, options.metrics);
   await Promise.all([...gateway.upstreams.values()].map((u) => u.ready(2_000)));
-  return listen(config, {
+  const running = await listen(config, {
     handle: (req, res) => void gateway.handle(req, res),
     onClosing: () => {
       gateway.closing = true;
@@ -339,4 +350,5 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
     },
     onClosed: () => gateway.close(),
   });
+  return { ...running, metricsSnapshot: () => gateway.metrics.snapshot() };
 }

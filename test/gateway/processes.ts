@@ -23,6 +23,8 @@ export interface ChildGateway {
   output: string[];
   /** Resident memory now, and its high-water mark, in MiB (from /proc). */
   memory(): { rssMiB: number; peakMiB: number };
+  /** Sends `signal` and resolves with the exit code once the process has exited. */
+  signal(signal: NodeJS.Signals): Promise<number | null>;
   stop(): Promise<void>;
 }
 
@@ -37,7 +39,7 @@ export async function childGateway(env: Record<string, string>): Promise<ChildGa
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const output: string[] = [];
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`the gateway did not start: ${output.join('\n')}`)), 10_000);
     const onData = (chunk: Buffer) => {
@@ -62,6 +64,10 @@ export async function childGateway(env: Record<string, string>): Promise<ChildGa
       const status = readFileSync(`/proc/${pid}/status`, 'utf8');
       const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
       return { rssMiB: kb('VmRSS') / 1024, peakMiB: kb('VmHWM') / 1024 };
+    },
+    signal(signal) {
+      child.kill(signal);
+      return exited;
     },
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
