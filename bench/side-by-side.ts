@@ -4,6 +4,7 @@
  *
  * Servers (each a child process, so none shares an event loop with the load generator or another):
  * - `gateway`: `node gateway/main.ts` (GATEWAY_LATENCY_MS=0)
+ * - `gateway-workers`: the same with GATEWAY_WORKERS=BENCH_GATEWAY_WORKERS (webdis gets as many threads)
  * - `floor`: bench/floor-proxy.ts, node:http + ioredis with nothing else: what Node + ioredis cost
  * - `webdis`: when on PATH, single GET only (`GET /GET/<key>`)
  * - `redis-benchmark`: when on PATH, direct TCP GET at -P 1 and -P 100 (c=32), no HTTP at all
@@ -11,6 +12,7 @@
  * but needs Lua for POST bodies and prints text to parse) vs autocannon (npm, JSON out): autocannon.
  *
  * Environment: `BENCH_DURATION_S` (default 5) per cell, `BENCH_CONCURRENCY` (default `1,8,32`),
+ * `BENCH_GATEWAY_WORKERS` (default 2): GATEWAY_WORKERS of `gateway-workers` and webdis's threads,
  * `BENCH_ROUNDS` (default 1) alternating rounds per cell, the median kept (use 3+ on a busy machine),
  * `BENCH_WORKLOADS` (subset of `get,pipeline10,pipeline100,multiexec10`), `BENCH_CPU_PROF=<dir>`
  * runs the gateway under `node --cpu-prof --cpu-prof-dir=<dir>` (profile written on exit).
@@ -29,10 +31,13 @@ const KEY = 'bench:sbs:k';
 const ROOT = join(import.meta.dirname, '..');
 const duration = Number(process.env['BENCH_DURATION_S'] ?? 5);
 if (!Number.isFinite(duration) || duration <= 0) throw new Error(`BENCH_DURATION_S must be a positive number, got "${process.env['BENCH_DURATION_S']}"`);
+/** GATEWAY_WORKERS of the second gateway, and webdis's thread count: the same for both. */
+const workers = Number(process.env['BENCH_GATEWAY_WORKERS'] ?? 2);
+if (!Number.isInteger(workers) || workers < 2) throw new Error(`BENCH_GATEWAY_WORKERS must be a whole number ≥ 2, got "${process.env['BENCH_GATEWAY_WORKERS']}"`);
 const rounds = Number(process.env['BENCH_ROUNDS'] ?? 1);
 if (!Number.isInteger(rounds) || rounds <= 0) throw new Error(`BENCH_ROUNDS must be a positive whole number, got "${process.env['BENCH_ROUNDS']}"`);
 
-type ServerName = 'gateway' | 'floor' | 'webdis';
+type ServerName = 'gateway' | 'gateway-workers' | 'floor' | 'webdis';
 interface Server { name: ServerName; url: string; child: ChildProcess }
 interface Request { method: 'GET' | 'POST'; path: string; body?: string }
 interface Workload { name: string; commands: number; request(server: ServerName): Request | undefined }
@@ -141,6 +146,10 @@ async function main(): Promise<void> {
     servers.push(await startServer('gateway', process.execPath, [...nodeArgs, join(ROOT, 'gateway/main.ts')], {
       GATEWAY_TOKEN: TOKEN, GATEWAY_PORT: String(gwPort), GATEWAY_HOST: '127.0.0.1', REDIS_URL: redisProc.url, GATEWAY_LATENCY_MS: '0',
     }, `http://127.0.0.1:${gwPort}`));
+    const gwwPort = await freePort();
+    servers.push(await startServer('gateway-workers', process.execPath, [join(ROOT, 'gateway/main.ts')], {
+      GATEWAY_TOKEN: TOKEN, GATEWAY_PORT: String(gwwPort), GATEWAY_HOST: '127.0.0.1', REDIS_URL: redisProc.url, GATEWAY_LATENCY_MS: '0', GATEWAY_WORKERS: String(workers),
+    }, `http://127.0.0.1:${gwwPort}`));
     const floorPort = await freePort();
     servers.push(await startServer('floor', process.execPath, [join(ROOT, 'bench/floor-proxy.ts')], {
       REDIS_URL: redisProc.url, FLOOR_PORT: String(floorPort),
@@ -150,7 +159,7 @@ async function main(): Promise<void> {
       const conf = join(tmp, 'webdis.json');
       writeFileSync(conf, JSON.stringify({
         redis_host: '127.0.0.1', redis_port: redisProc.port, http_host: '127.0.0.1', http_port: webdisPort,
-        threads: 2, daemonize: false, verbosity: 0, logfile: join(tmp, 'webdis.log'),
+        threads: workers, daemonize: false, verbosity: 0, logfile: join(tmp, 'webdis.log'),
       }));
       servers.push(await startServer('webdis', 'webdis', [conf], {}, `http://127.0.0.1:${webdisPort}`));
     } else say('webdis not on PATH: skipped');
@@ -204,6 +213,8 @@ async function main(): Promise<void> {
     targets.push(`single GET c=32: gateway ${((100 * gwGet.rps) / flGet.rps).toFixed(0)}% of floor req/s (target ≥ 80%)`);
     targets.push(`p99 c=32: gateway ${(gwGet.p99 / flGet.p99).toFixed(2)}× floor (target ≤ 1.2×)`);
   }
+  const gwwGet = find('gateway-workers', 'get', 32), wdGet = find('webdis', 'get', 32);
+  if (gwwGet && wdGet) targets.push(`single GET c=32, GATEWAY_WORKERS=${workers}: ${((100 * gwwGet.rps) / wdGet.rps).toFixed(0)}% of webdis with ${workers} threads (target ≥ 50%)`);
   if (gw100 && fl100) targets.push(`pipeline100 c=32: gateway ${((100 * gw100.cps) / fl100.cps).toFixed(0)}% of floor cmd/s (target ≥ 100%)`);
   for (const t of targets) say(t);
 }
