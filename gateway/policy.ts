@@ -10,6 +10,7 @@
  */
 import { aclName, type CommandEntry, type CommandTable } from './command-table.ts';
 import type { TokenPolicy } from './config.ts';
+import { argText, type Arg } from './commands.ts';
 
 /** Commands Redis flags admin or dangerous that the gateway passes anyway, and why. */
 export const PASS_DANGEROUS: ReadonlyMap<string, string> = new Map([
@@ -97,7 +98,7 @@ export interface CompiledPolicy {
   /** Entries of the token's allow / deny lists this Redis does not know (for a warning at start-up). */
   unknownNames: string[];
   /** The verdict on a command, by upper-case name and first argument (the subcommand, if any). */
-  verdict(name: string, firstArg: Buffer | undefined): Verdict;
+  verdict(name: string, firstArg: Arg | undefined): Verdict;
 }
 
 export interface PolicyOptions {
@@ -223,7 +224,7 @@ export function compilePolicy(table: CommandTable, token: TokenPolicy, o: Policy
     verdict(name, firstArg) {
       const container = containers.get(name);
       if (container === undefined) return verdicts.get(name) ?? unknown;
-      return (firstArg !== undefined && firstArg.length <= 32 ? verdicts.get(`${name} ${asciiUpper(firstArg.toString('latin1'))}`) : undefined) ?? container;
+      return (firstArg !== undefined && firstArg.length <= 32 ? verdicts.get(`${name} ${asciiUpper(argText(firstArg))}`) : undefined) ?? container;
     },
   };
 }

@@ -16,7 +16,7 @@
  * seconds, so ordinary EVALSHAs cost one extra Redis command at most once per 10 s per process.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import type { Command } from './commands.ts';
+import { argText, type Arg, type Command } from './commands.ts';
 
 const KNOWN_FLAGS = new Set(['no-writes', 'allow-oom', 'allow-stale', 'no-cluster', 'allow-cross-slot-keys']);
 const MAX_ALIASES = 10_000;
@@ -30,8 +30,9 @@ export function sha1(data: Buffer | string): string {
  * script is fine as it is. A shebang left with no flags becomes an empty line, so the line numbers
  * in Redis's error messages still match the caller's source.
  */
-export function normaliseShebang(script: Buffer): Buffer | undefined {
-  if (script.length < 5 || script.toString('latin1', 0, 5) !== '#!lua') return undefined;
+export function normaliseShebang(arg: Arg): Buffer | undefined {
+  if (typeof arg === 'string' ? !arg.startsWith('#!lua') : arg.length < 5 || arg.toString('latin1', 0, 5) !== '#!lua') return undefined;
+  const script = typeof arg === 'string' ? Buffer.from(arg, 'utf8') : arg;
   let end = script.indexOf(0x0a);
   if (end === -1) end = script.length;
   const line = script.toString('utf8', 0, end);
@@ -133,9 +134,9 @@ export class ScriptAliases {
     if (!this.#store) return undefined;
     let wanted: Set<string> | undefined;
     const now = Date.now();
-    const want = (arg: Buffer | undefined) => {
+    const want = (arg: Arg | undefined) => {
       if (!arg || arg.length !== 40) return;
-      const sha = arg.toString('latin1').toLowerCase();
+      const sha = argText(arg).toLowerCase();
       if (!SHA.test(sha) || this.#map.get(sha) !== undefined) return;
       const none = this.#none.get(sha);
       if (none !== undefined && none > now) return;
@@ -143,7 +144,7 @@ export class ScriptAliases {
     };
     for (const cmd of cmds) {
       if (cmd.name === 'EVALSHA' || cmd.name === 'EVALSHA_RO') want(cmd.args[0]);
-      else if (cmd.name === 'SCRIPT' && cmd.args[0]?.toString('latin1').toUpperCase() === 'EXISTS') cmd.args.slice(1).forEach(want);
+      else if (cmd.name === 'SCRIPT' && cmd.args[0] !== undefined && argText(cmd.args[0]).toUpperCase() === 'EXISTS') cmd.args.slice(1).forEach(want);
     }
     if (!wanted) return undefined;
     const fields = [...wanted];
@@ -169,11 +170,11 @@ export class ScriptAliases {
       return undefined;
     }
     if ((cmd.name === 'EVALSHA' || cmd.name === 'EVALSHA_RO') && cmd.args[0]) {
-      cmd.args[0] = Buffer.from(this.resolve(cmd.args[0].toString('latin1')), 'latin1');
+      cmd.args[0] = this.resolve(argText(cmd.args[0]));
       return undefined;
     }
     if (cmd.name !== 'SCRIPT') return undefined;
-    const sub = cmd.args[0]?.toString('latin1').toUpperCase();
+    const sub = cmd.args[0] === undefined ? undefined : argText(cmd.args[0]).toUpperCase();
     if (sub === 'LOAD' && cmd.args[1]) {
       const original = sha1(cmd.args[1]);
       if (this.#rewrite(cmd, 1)) return (reply) => (Buffer.isBuffer(reply) ? Buffer.from(original, 'latin1') : reply);
@@ -182,7 +183,7 @@ export class ScriptAliases {
     if (sub === 'EXISTS') {
       for (let i = 1; i < cmd.args.length; i++) {
         const arg = cmd.args[i];
-        if (arg) cmd.args[i] = Buffer.from(this.resolve(arg.toString('latin1')), 'latin1');
+        if (arg !== undefined) cmd.args[i] = this.resolve(argText(arg));
       }
     }
     return undefined;
