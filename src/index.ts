@@ -15,6 +15,7 @@ import leaderboard from './functions/leaderboard.ts';
 import { docsPage, openApiDocument } from './functions/openapi.ts';
 import products from './functions/products.ts';
 import { scheduled } from './functions/scheduled.ts';
+import shop from './functions/shop.ts';
 import { csrfGuard, defaultRateLimit, limitBody, observeRequest, provideServices, sessions } from './middleware.ts';
 import { countRedis } from './services.ts';
 
@@ -56,6 +57,8 @@ app.get('/openapi.json', (c) =>
   c.json((spec ??= openApiDocument({ title: 'edge-redis shop API', version: '1.0.0', description: 'The reference edge API: D1 as the source of truth, Redis in front.' }))),
 );
 app.get('/docs', (c) => c.html(docsPage('/openapi.json')));
+// The shop's pages are static shells (no Redis, no session): before the per-request middleware.
+app.route('/shop', shop);
 
 app.use(limitBody, csrfGuard, provideServices, defaultRateLimit, sessions);
 app.route('/checkout', checkout);

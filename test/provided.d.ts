@@ -24,5 +24,7 @@ declare module 'vitest' {
     faultLabToken: string;
     /** `APP_ENV` in wrangler.toml's [vars] (vitest.config.ts reads it; the tests run with "development"). */
     shippedAppEnv: string;
+    /** The app as `npm run dev` serves it, for the browser tests (test/browser/global-setup.ts). */
+    appUrl: string;
   }
 }
