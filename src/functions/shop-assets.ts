@@ -3,7 +3,9 @@
  * `/shop/app.js` and `/shop/app.css`. Plain browser JavaScript on purpose: the Worker's TypeScript
  * world has no DOM types, and the page is small enough that a bundler would be the larger part.
  * The script only calls the public JSON API, same-origin, so the browser attaches the session
- * cookie and the `Origin` header the CSRF check reads; an order carries an `Idempotency-Key`.
+ * cookie and the `Origin` header the CSRF check reads; an order carries an `Idempotency-Key`. It
+ * builds the DOM with `textContent` and `append` only: the page's CSP enforces Trusted Types, so a
+ * string assigned to `innerHTML` would throw.
  */
 
 export const SHOP_JS = String.raw`'use strict';
