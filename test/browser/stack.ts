@@ -5,7 +5,7 @@
  * And Chromium: Debian's `chromium` (or `CHROMIUM_PATH`) driven by playwright-core, which never
  * downloads a browser. Without one, the run fails at once saying how to get it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,25 +14,35 @@ import { freePort } from '../support/redis-process.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'];
+const HOW = "Install one (e.g. 'sudo apt-get install -y chromium') or set CHROMIUM_PATH to a Chromium or Chrome binary.";
 
-/** The Chromium binary to drive, or an error saying how to get one. */
+export class ChromiumNotFoundError extends Error {
+  override name = 'ChromiumNotFoundError';
+}
+
+/**
+ * The Chromium binary to drive: `CHROMIUM_PATH`, else the first of {@link CANDIDATES} that exists,
+ * checked by running it with `--version` (a fraction of a second). Throws
+ * {@link ChromiumNotFoundError} saying how to get one, so the suite fails before starting anything.
+ */
 export function chromiumPath(): string {
   const given = process.env['CHROMIUM_PATH'];
-  if (given) {
-    if (!existsSync(given)) throw new Error(`CHROMIUM_PATH=${given} does not exist`);
-    return given;
+  const path = given || CANDIDATES.find((p) => existsSync(p));
+  if (!path) throw new ChromiumNotFoundError(`no Chromium found (looked for ${CANDIDATES.join(', ')}). ${HOW}`);
+  const probe = spawnSync(path, ['--version'], { encoding: 'utf8', timeout: 15_000 });
+  if (probe.error || probe.status !== 0 || !/\b(Chromium|Chrome)\b/.test(probe.stdout)) {
+    const why = probe.error ? probe.error.message : `${path} --version answered ${JSON.stringify((probe.stdout || probe.stderr).trim().split('\n')[0]?.slice(0, 120) ?? '')} (exit ${probe.status})`;
+    throw new ChromiumNotFoundError(`${given ? `CHROMIUM_PATH=${given}` : path} is not a working Chromium: ${why}. ${HOW}`, { cause: probe.error });
   }
-  const found = CANDIDATES.find((p) => existsSync(p));
-  if (!found) {
-    throw new Error(`no Chromium found (looked for ${CANDIDATES.join(', ')}). Install one (e.g. 'sudo apt-get install -y chromium') or set CHROMIUM_PATH to a Chromium or Chrome binary.`);
-  }
-  return found;
+  return path;
 }
+
+let found: string | undefined;
 
 /** Headless Chromium with nothing of its own going online; a fresh profile every launch. */
 export function launchChromium(): Promise<Browser> {
   return chromium.launch({
-    executablePath: chromiumPath(),
+    executablePath: (found ??= chromiumPath()),
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
@@ -40,6 +50,7 @@ export function launchChromium(): Promise<Browser> {
 
 export interface DevStack {
   url: string;
+  /** The last 200 lines dev.ts and wrangler printed. */
   output: string[];
   stop(): Promise<void>;
 }
@@ -58,32 +69,41 @@ export async function startDevStack(): Promise<DevStack> {
   });
   const output: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const url = `http://127.0.0.1:${appPort}`;
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`npm run dev did not get ready in 120 s:\n${output.slice(-30).join('\n')}`)), 120_000);
-    const onData = (chunk: Buffer) => {
-      output.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-      if (output.some((l) => l.startsWith('dev: ready:'))) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`npm run dev exited (${code}) before it was ready:\n${output.slice(-30).join('\n')}`));
-    });
-  });
-  return {
-    url,
-    output,
-    async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      await exited;
-      clearTimeout(timer);
-      rmSync(state, { recursive: true, force: true });
-    },
+  // A test process that exits without stopping the stack (a crash in setup) takes it along: dev.ts
+  // stops its redis-server, gateway and wrangler on SIGTERM.
+  const orphaned = () => child.kill('SIGTERM');
+  process.once('exit', orphaned);
+  const stop = async () => {
+    process.off('exit', orphaned);
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(timer);
+    rmSync(state, { recursive: true, force: true });
   };
+  const url = `http://127.0.0.1:${appPort}`;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`npm run dev did not get ready in 120 s:\n${output.slice(-30).join('\n')}`)), 120_000);
+      const onData = (chunk: Buffer) => {
+        const lines = chunk.toString('utf8').split('\n').filter(Boolean);
+        output.push(...lines);
+        output.splice(0, Math.max(0, output.length - 200)); // the tail is what a failure message shows
+        if (lines.some((l) => l.startsWith('dev: ready:'))) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      child.stdout?.on('data', onData);
+      child.stderr?.on('data', onData);
+      void exited.then((code) => {
+        clearTimeout(timer);
+        reject(new Error(`npm run dev exited (${code}) before it was ready:\n${output.slice(-30).join('\n')}`));
+      });
+    });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { url, output, stop };
 }
