@@ -27,7 +27,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -129,6 +129,36 @@ function waitForExit(child: ChildProcess, ms: number): Promise<boolean> {
   });
 }
 
+/**
+ * The processes `pid` started, and theirs, children first (Linux's /proc; none elsewhere). `wrangler`
+ * is a launcher that runs wrangler's CLI in a child process, which runs workerd: killing the
+ * launcher alone with SIGKILL (it cannot forward that one) would leave both running, holding the
+ * port. Read before the launcher dies, since its children are then re-parented and out of reach.
+ */
+function descendants(pid: number): number[] {
+  const children: number[] = [];
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      children.push(...readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean).map(Number));
+    }
+  } catch {
+    return children; // not Linux, or the process is gone
+  }
+  return children.flatMap((child) => [...descendants(child), child]);
+}
+
+/** SIGKILL to `child` and every process under it. */
+function killTree(child: ChildProcess): void {
+  for (const pid of child.pid === undefined ? [] : descendants(child.pid)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // exited meanwhile
+    }
+  }
+  child.kill('SIGKILL');
+}
+
 async function shutdown(signal: NodeJS.Signals): Promise<void> {
   if (stopping) return;
   stopping = true;
@@ -143,8 +173,8 @@ async function shutdown(signal: NodeJS.Signals): Promise<void> {
     say('stopping wrangler');
     child.kill('SIGTERM');
     if (!(await waitForExit(child, WRANGLER_STOP_GRACE_MS))) {
-      say(`wrangler still running after ${WRANGLER_STOP_GRACE_MS / 1000} s, killing it`);
-      child.kill('SIGKILL');
+      say(`wrangler still running after ${WRANGLER_STOP_GRACE_MS / 1000} s, killing it (and workerd)`);
+      killTree(child);
       await waitForExit(child, 2_000);
     }
   }
