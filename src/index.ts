@@ -12,7 +12,7 @@ import cart from './functions/cart.ts';
 import checkout from './functions/checkout.ts';
 import events from './functions/events.ts';
 import leaderboard from './functions/leaderboard.ts';
-import { docsPage, openApiDocument } from './functions/openapi.ts';
+import { docsPage, openApiRoute } from './functions/openapi.ts';
 import products from './functions/products.ts';
 import { scheduled } from './functions/scheduled.ts';
 import { csrfGuard, defaultRateLimit, limitBody, observeRequest, provideServices, sessions } from './middleware.ts';
@@ -50,11 +50,7 @@ app.get('/healthz', async (c) => {
   return c.json({ status: 'ok', redis: { ok: true, latencyMs: Date.now() - started } } as const, 200);
 });
 
-// The routes are registered when their modules load, so the document is built once, on first request.
-let spec: ReturnType<typeof openApiDocument> | undefined;
-app.get('/openapi.json', (c) =>
-  c.json((spec ??= openApiDocument({ title: 'edge-redis shop API', version: '1.0.0', description: 'The reference edge API: D1 as the source of truth, Redis in front.' }))),
-);
+app.get('/openapi.json', openApiRoute(app, { title: 'edge-redis shop API', version: '1.0.0', description: 'The reference edge API: D1 as the source of truth, Redis in front.' }));
 app.get('/docs', (c) => c.html(docsPage('/openapi.json')));
 
 app.use(limitBody, csrfGuard, provideServices, defaultRateLimit, sessions);
