@@ -69,8 +69,14 @@ export interface RouteDoc {
   tags: string[];
   /** `admin` (Bearer ADMIN_TOKEN) or `session` (the session cookie). */
   security?: 'admin' | 'session';
-  /** A 4xx/5xx without `contentType` is problem+json; 400, 429 and 503 are added to every route. */
+  /** A 4xx/5xx without `contentType` is problem+json. */
   responses: Record<number, { description: string; body?: z.ZodType; contentType?: string }>;
+  /**
+   * Add the 400, 429 and 503 problem+json answers every route behind the app's middleware can give
+   * (invalid input, the per-IP limit, Redis out of reach). `false` for a route mounted before it.
+   * @default true
+   */
+  commonErrors?: boolean;
 }
 
 const COMMON_ERRORS: Record<number, string> = { 400: 'Invalid input', 429: 'Rate limited', 503: 'A dependency is unavailable' };
@@ -79,7 +85,7 @@ const COMMON_ERRORS: Record<number, string> = { 400: 'Invalid input', 429: 'Rate
 export function doc(spec: RouteDoc): MiddlewareHandler<AppEnv> {
   const responses: Record<string, { description: string; content?: Record<string, { schema: ReturnType<typeof resolver> }> }> = {};
   const all: RouteDoc['responses'] = { ...spec.responses };
-  for (const [status, description] of Object.entries(COMMON_ERRORS)) all[Number(status)] ??= { description };
+  if (spec.commonErrors ?? true) for (const [status, description] of Object.entries(COMMON_ERRORS)) all[Number(status)] ??= { description };
   for (const [status, res] of Object.entries(all)) {
     const problem = Number(status) >= 400;
     const schema = res.body ?? (problem ? Problem : undefined);
@@ -110,12 +116,14 @@ export function openApiDocument(app: Hono<AppEnv>, info: DocInfo) {
       components: {
         securitySchemes: {
           adminToken: { type: 'http', scheme: 'bearer', description: 'ADMIN_TOKEN' },
-          sessionCookie: { type: 'apiKey', in: 'cookie', name: 'sid' },
+          sessionCookie: { type: 'apiKey', in: 'cookie', name: '__Host-sid', description: '`sid` when APP_ENV is development (plain http)' },
         },
       },
     },
     // doc() adds the problem+json 400 to every route, validated or not.
     defaultValidationErrorResponse: false,
+    // Only routes with doc() are listed anyway; by default a path like /openapi.json would be dropped as a file.
+    excludeStaticFile: false,
   });
 }
 
@@ -132,13 +140,4 @@ export function openApiRoute(app: Hono<AppEnv>, info: DocInfo): Handler<AppEnv> 
     });
     return c.json(await built);
   };
-}
-/** A docs page rendering /openapi.json (Scalar, loaded from its CDN by the browser). */
-export function docsPage(specUrl: string): string {
-  return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>edge-redis API</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><script id="api-reference" data-url="${specUrl}"></script>
-<script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
-<noscript>The API description is at <a href="${specUrl}">${specUrl}</a>.</noscript></body></html>`;
 }
