@@ -109,6 +109,14 @@ describe('/openapi.json', () => {
     }
   });
 
+  it('declares every tag its operations use, once', async () => {
+    const document = await fetchDocument();
+    const declared = (document.tags ?? []).map((t) => t.name);
+    const used = new Set(Object.values(document.paths ?? {}).flatMap((item) => METHODS.flatMap((m) => item?.[m]?.tags ?? [])));
+    expect(new Set(declared).size).toBe(declared.length);
+    expect([...used].sort()).toEqual([...declared].sort());
+  });
+
   it('is built once per isolate: routes added after the first request do not change it', async () => {
     // A router that takes routes after the first request (the app's default one refuses them).
     const mini = new Hono<AppEnv>({ router: new TrieRouter() });
