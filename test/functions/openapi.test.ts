@@ -1,8 +1,9 @@
 /**
  * `GET /openapi.json`: valid OpenAPI 3.1, checked by `@readme/openapi-parser` (its AJV validation
  * against the official 3.1 schema plus its own rules: unique operationIds, path parameters declared
- * and required, …). It runs here in workerd, on the document exactly as the Worker serves it, so no
- * Node step is needed. Every route of the app is in it, and it is built once per isolate.
+ * and required, …). It is ReadMe's maintained fork of `@apidevtools/swagger-parser`, validates 3.1
+ * (not only 3.0), and runs here in workerd as it is, on the document exactly as the Worker serves
+ * it, so no Node step is needed. Every route of the app is in it, and it is built once per isolate.
  */
 import { env } from 'cloudflare:workers';
 import { compileErrors, validate } from '@readme/openapi-parser';
