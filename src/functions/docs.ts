@@ -11,7 +11,8 @@
  * version, so it is cached for a year as immutable; an upgrade changes the URL.
  *
  * Not `@scalar/hono-api-reference`: its page takes a `cdn` URL but writes the `<script>` tags
- * itself, without `integrity` or a nonce, and its config script would need `'unsafe-inline'`.
+ * itself (`getScriptTags` of `@scalar/client-side-rendering`), with no way to add `integrity` or a
+ * nonce, so its inline config script would need `script-src 'unsafe-inline'`.
  *
  * Size: the bundle is ~4.7 MiB raw, ~1.35 MiB gzip, most of the Worker's upload (`npm run
  * deploy:check` prints the total); Cloudflare compresses `text/javascript` for the browser.
