@@ -36,7 +36,7 @@ import { AppError } from '../errors.ts';
 import type { Session } from 'edge-redis/session';
 import { d1 } from './d1.ts';
 import { admitLogin, loginSucceeded } from './login-limits.ts';
-import { route, validate } from './openapi.ts';
+import { doc, validate } from './openapi.ts';
 import { hashPassword, needsRehash, verifyPassword, verifyUnknownUser } from './password.ts';
 
 const Username = z
@@ -86,13 +86,11 @@ const preloadSession: MiddlewareHandler<AppEnv> = async (c, next) => {
   await next();
 };
 
-route({
-  method: 'post', path: '/auth/register', tags: ['auth'], summary: 'Create an account',
+auth.post('/register', doc({
+  tags: ['auth'], summary: 'Create an account',
   description: 'Usernames are unique regardless of case. Does not log in. Unknown fields are refused.',
-  body: Register,
   responses: { 201: { description: 'Created', body: User }, 409: { description: 'The username is taken' } },
-});
-auth.post('/register', validate('json', Register), async (c) => {
+}), validate('json', Register), async (c) => {
   const { username, password } = c.req.valid('json');
   const hash = await hashPassword(password);
   // One statement: the UNIQUE index decides, so two racing registrations cannot both win.
@@ -106,13 +104,11 @@ auth.post('/register', validate('json', Register), async (c) => {
   return c.json({ id: row.id, username: row.username }, 201);
 });
 
-route({
-  method: 'post', path: '/auth/login', tags: ['auth'], summary: 'Log in',
+auth.post('/login', doc({
+  tags: ['auth'], summary: 'Log in',
   description: 'Sets a new session cookie (the id is regenerated; the session\'s cart is kept) and a device cookie. LOGIN_RATE_LIMIT failed tries per 15 minutes per IP + username (a success clears them), LOGIN_ACCOUNT_LIMIT failed tries per hour per username from devices that never logged in to it; fails closed.',
-  body: Login,
   responses: { 200: { description: 'Logged in', body: User }, 401: { description: 'Wrong username or password' }, 429: { description: 'Too many failed tries (`failed` names the limit: `login` or `login-account`)' } },
-});
-auth.post('/login', validate('json', Login), preloadSession, async (c) => {
+}), validate('json', Login), preloadSession, async (c) => {
   const { username, password } = c.req.valid('json');
   const { attempt, headers } = await admitLogin(c, username);
   const row = await d1(c.env.DB.prepare('SELECT id, username, password_hash FROM users WHERE username = ?1').bind(username).first<UserRow>(), 'account database');
@@ -133,22 +129,20 @@ auth.post('/login', validate('json', Login), preloadSession, async (c) => {
   return c.json({ id: row.id, username: row.username }, 200);
 });
 
-route({
-  method: 'post', path: '/auth/logout', tags: ['auth'], summary: 'Log out', security: 'session',
+auth.post('/logout', doc({
+  tags: ['auth'], summary: 'Log out', security: 'session',
   description: 'Ends this session and clears the cookie; 204 whether or not there was one.',
   responses: { 204: { description: 'Logged out' } },
-});
-auth.post('/logout', (c) => {
+}), (c) => {
   c.get('session').destroy();
   return c.body(null, 204);
 });
 
-route({
-  method: 'get', path: '/auth/sessions', tags: ['auth'], summary: 'The logged-in user\'s sessions', security: 'session',
+auth.get('/sessions', doc({
+  tags: ['auth'], summary: 'The logged-in user\'s sessions', security: 'session',
   description: 'Most recently seen first; `current` marks the one making this request. `id` is a non-secret handle, not the cookie.',
   responses: { 200: { description: 'Sessions', body: z.object({ items: z.array(SessionItem) }) }, 401: { description: 'Not logged in' } },
-});
-auth.get('/sessions', async (c) => {
+}), async (c) => {
   const userId = await requireUser(c.get('session'));
   const [list, current] = await Promise.all([c.var.services.sessions.listSessions(userId), c.get('session').handle()]);
   const iso = (ms: number) => new Date(ms).toISOString();
@@ -159,12 +153,10 @@ auth.get('/sessions', async (c) => {
   });
 });
 
-route({
-  method: 'delete', path: '/auth/sessions/{id}', tags: ['auth'], summary: 'End one of your sessions', security: 'session',
-  params: z.object({ id: SessionId }),
+auth.delete('/sessions/:id', doc({
+  tags: ['auth'], summary: 'End one of your sessions', security: 'session',
   responses: { 204: { description: 'Ended' }, 401: { description: 'Not logged in' }, 404: { description: 'No such session of yours' } },
-});
-auth.delete('/sessions/:id', validate('param', z.object({ id: SessionId })), async (c) => {
+}), validate('param', z.object({ id: SessionId })), async (c) => {
   const userId = await requireUser(c.get('session'));
   const { id } = c.req.valid('param');
   const session = c.get('session');
@@ -177,13 +169,11 @@ auth.delete('/sessions/:id', validate('param', z.object({ id: SessionId })), asy
   return c.body(null, 204);
 });
 
-route({
-  method: 'post', path: '/auth/logout-all', tags: ['auth'], summary: 'Log out everywhere', security: 'session',
+auth.post('/logout-all', doc({
+  tags: ['auth'], summary: 'Log out everywhere', security: 'session',
   description: 'Ends every session of the user, this one included unless `keepCurrent=true`. Answers how many ended.',
-  query: KeepCurrent,
   responses: { 200: { description: 'Sessions ended', body: z.object({ revoked: z.number().int() }) }, 401: { description: 'Not logged in' } },
-});
-auth.post('/logout-all', validate('query', KeepCurrent), async (c) => {
+}), validate('query', KeepCurrent), async (c) => {
   const userId = await requireUser(c.get('session'));
   const keep = c.req.valid('query').keepCurrent === 'true';
   const session = c.get('session');

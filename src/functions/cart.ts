@@ -27,7 +27,7 @@ import type { AppEnv, SessionShape } from '../env.ts';
 import type { Session } from 'edge-redis/session';
 import { AppError } from '../errors.ts';
 import { d1 } from './d1.ts';
-import { route, validate } from './openapi.ts';
+import { doc, validate } from './openapi.ts';
 import { productKey } from './products.ts';
 
 /** Most distinct products in one cart (also keeps the D1 fallback under its 100 bound parameters). */
@@ -82,12 +82,11 @@ cart.use(async (c, next) => {
   c.header('Cache-Control', 'no-store');
 });
 
-route({
-  method: 'get', path: '/cart', tags: ['cart'], summary: 'This visitor\'s cart, priced', security: 'session',
+cart.get('/', doc({
+  tags: ['cart'], summary: 'This visitor\'s cart, priced', security: 'session',
   description: 'Lines in product id order; `price` and `lineTotal` in currency units. Empty without a session.',
   responses: { 200: { description: 'The cart', body: Cart } },
-});
-cart.get('/', async (c) => {
+}), async (c) => {
   const lines = readCart(await c.get('session').get('cart'));
   if (lines.size === 0) return c.json({ items: [], total: 0 });
   const ids = [...lines.keys()];
@@ -120,13 +119,11 @@ cart.get('/', async (c) => {
   return c.json({ items, total: total / 100 });
 });
 
-route({
-  method: 'post', path: '/cart/items', tags: ['cart'], summary: 'Put a product in the cart', security: 'session',
+cart.post('/items', doc({
+  tags: ['cart'], summary: 'Put a product in the cart', security: 'session',
   description: `Adds to the quantity already there (capped at ${MAX_QUANTITY}); starts a session if there is none. 409 when the stock is short or the cart holds ${MAX_LINES} lines.`,
-  body: AddItem,
   responses: { 200: { description: 'The line as it is now', body: Line }, 404: { description: 'No such product' }, 409: { description: 'Not enough stock, or the cart is full' } },
-});
-cart.post('/items', validate('json', AddItem), async (c) => {
+}), validate('json', AddItem), async (c) => {
   const { productId, quantity } = c.req.valid('json');
   const session = c.get('session');
   // The session load (Redis) and the stock (D1) are independent: wait for both at once.
@@ -141,12 +138,10 @@ cart.post('/items', validate('json', AddItem), async (c) => {
   return c.json({ productId, quantity: next }, 200);
 });
 
-route({
-  method: 'patch', path: '/cart/items/{productId}', tags: ['cart'], summary: 'Set the quantity of a line', security: 'session',
-  params: ProductIdParam, body: SetQuantity,
+cart.patch('/items/:productId', doc({
+  tags: ['cart'], summary: 'Set the quantity of a line', security: 'session',
   responses: { 200: { description: 'The line as it is now (quantity 0: removed)', body: Line }, 404: { description: 'Not in the cart, or the product is gone' }, 409: { description: 'Not enough stock' } },
-});
-cart.patch('/items/:productId', validate('param', ProductIdParam), validate('json', SetQuantity), async (c) => {
+}), validate('param', ProductIdParam), validate('json', SetQuantity), async (c) => {
   const { productId } = c.req.valid('param');
   const { quantity } = c.req.valid('json');
   const session = c.get('session');
@@ -163,13 +158,11 @@ cart.patch('/items/:productId', validate('param', ProductIdParam), validate('jso
   return c.json({ productId, quantity }, 200);
 });
 
-route({
-  method: 'delete', path: '/cart/items/{productId}', tags: ['cart'], summary: 'Remove a line', security: 'session',
+cart.delete('/items/:productId', doc({
+  tags: ['cart'], summary: 'Remove a line', security: 'session',
   description: 'Idempotent: 204 whether or not the product was in the cart.',
-  params: ProductIdParam,
   responses: { 204: { description: 'Not in the cart (any more)' } },
-});
-cart.delete('/items/:productId', validate('param', ProductIdParam), async (c) => {
+}), validate('param', ProductIdParam), async (c) => {
   const { productId } = c.req.valid('param');
   const session = c.get('session');
   const lines = readCart(await session.get('cart'));

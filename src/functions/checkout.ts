@@ -44,7 +44,7 @@ import { publishJson } from 'edge-redis/pubsub';
 import { CHECKOUT_IDEMPOTENCY, type Services } from '../services.ts';
 import { MAX_LINES, MAX_QUANTITY } from './cart.ts';
 import { inventoryChannel, type InventoryEvent } from './events.ts';
-import { route, validate } from './openapi.ts';
+import { doc, validate } from './openapi.ts';
 import { findOrder, placeOrder, type Line, type Placed } from './orders.ts';
 import { productKey } from './products.ts';
 
@@ -129,17 +129,15 @@ function failureName(err: unknown): string {
 
 const checkout = new Hono<AppEnv>();
 
-route({
-  method: 'post', path: '/checkout', tags: ['checkout'], summary: 'Order what is in the cart', security: 'session',
+checkout.post('/', doc({
+  tags: ['checkout'], summary: 'Order what is in the cart', security: 'session',
   description: 'No body (or `{}`): the order is the session\'s cart. Retry with the same `Idempotency-Key` after any failure: a placed order is answered again (`Idempotent-Replayed: true`), never placed twice. The cart is emptied.',
-  headers: IdempotencyHeader,
   responses: {
     201: { description: 'The order (also for a replayed key)', body: Order },
     409: { description: 'Not enough stock (`products` lists each short line), the same key still in progress, or products busy (Retry-After)' },
     422: { description: 'The cart is empty or holds products that no longer exist, or the key was used for a different cart' },
   },
-});
-checkout.post('/', validate('header', IdempotencyHeader), async (c) => {
+}), validate('header', IdempotencyHeader), async (c) => {
   const clientKey = c.req.valid('header')['idempotency-key'];
   await checkEmptyBody(c.req.text());
   const env = c.env;

@@ -18,7 +18,7 @@ import type { AppEnv } from '../env.ts';
 import { PubSubError, sseRelay, SSE_HEADERS } from 'edge-redis/pubsub';
 import { createRedis } from 'edge-redis/redis';
 import type { Services } from '../services.ts';
-import { route } from './openapi.ts';
+import { doc } from './openapi.ts';
 
 /** The channel inventory changes are published on. */
 export const inventoryChannel = ({ keys }: Pick<Services, 'keys'>): string => keys.key('events', 'inventory');
@@ -33,8 +33,8 @@ export interface InventoryEvent {
 
 const events = new Hono<AppEnv>();
 
-route({
-  method: 'get', path: '/events/inventory', tags: ['events'], summary: 'Live inventory changes (Server-Sent Events)',
+events.get('/inventory', doc({
+  tags: ['events'], summary: 'Live inventory changes (Server-Sent Events)',
   description: 'A `text/event-stream`: `event: inventory` with `data: {"type":"inventory.changed","items":[{"productId":7,"stock":2}],"at":…}` per change, a `: keepalive` comment every 15 s. Ends after 10 minutes; EventSource reconnects.',
   responses: {
     200: {
@@ -43,8 +43,7 @@ route({
       body: z.string().describe('event: inventory\\ndata: <InventoryEvent JSON>\\n\\n, repeated'),
     },
   },
-});
-events.get('/inventory', async (c) => {
+}), async (c) => {
   let redis;
   try {
     // A plain client: the subscription is a long-lived stream, not a batched command.

@@ -13,7 +13,7 @@ import { z } from 'zod';
 import type { AppEnv } from '../env.ts';
 import type { Leaderboard } from 'edge-redis/leaderboard';
 import { services } from '../services.ts';
-import { route, validate } from './openapi.ts';
+import { doc, validate } from './openapi.ts';
 
 /** Seconds a best-sellers answer may be reused by browsers and shared caches. */
 export const MAX_AGE_S = 5;
@@ -30,13 +30,11 @@ const BestSellers = z.object({
 
 const leaderboard = new Hono<AppEnv>();
 
-route({
-  method: 'get', path: '/leaderboard/best-sellers', tags: ['leaderboard'], summary: 'Best-selling products',
+leaderboard.get('/best-sellers', doc({
+  tags: ['leaderboard'], summary: 'Best-selling products',
   description: 'Highest units sold first (ties in descending string order of the id, as Redis sorts members). Counts every order since the leaderboard began.',
-  query: Query,
   responses: { 200: { description: 'The top products', body: BestSellers } },
-});
-leaderboard.get('/best-sellers', validate('query', Query), async (c) => {
+}), validate('query', Query), async (c) => {
   const { limit } = c.req.valid('query');
   const top = await c.var.services.bestSellers.top(limit);
   c.header('Cache-Control', `public, max-age=${MAX_AGE_S}`);

@@ -31,7 +31,7 @@ import { fingerprint } from 'edge-redis/idempotency';
 import { publishJson } from 'edge-redis/pubsub';
 import { AppError } from '../errors.ts';
 import { d1 } from './d1.ts';
-import { route, validate } from './openapi.ts';
+import { doc, validate } from './openapi.ts';
 import { countView, readViews } from './views.ts';
 
 export const CATEGORIES = ['electronics', 'books', 'home', 'toys', 'sports', 'grocery'] as const;
@@ -150,12 +150,11 @@ async function announce<E extends AppEnv>(c: Context<E>, type: ProductEvent['typ
 
 const products = new Hono<AppEnv>();
 
-route({
-  method: 'get', path: '/products', summary: 'A page of products', tags: ['products'], query: ListQuery,
+products.get('/', doc({
+  summary: 'A page of products', tags: ['products'],
   description: 'Cached per (category, page, pageSize) under the tag `products`; `X-Cache`, `ETag`, 304 on If-None-Match.',
   responses: { 200: { description: 'The page', body: Page }, 304: { description: 'Not modified' } },
-});
-products.get('/', validate('query', ListQuery), async (c) => {
+}), validate('query', ListQuery), async (c) => {
   const q = c.req.valid('query');
   const r = await c.var.services.cache.getOrLoad(pageKey(q), async (): Promise<Cached<Page>> => {
     const where = q.category ? 'WHERE category = ?1' : 'WHERE ?1 IS NULL';
@@ -174,12 +173,11 @@ products.get('/', validate('query', ListQuery), async (c) => {
   return send(c, r);
 });
 
-route({
-  method: 'get', path: '/products/{id}', summary: 'One product', tags: ['products'], params: IdParam,
+products.get('/:id', doc({
+  summary: 'One product', tags: ['products'],
   description: 'Cache-aside 1 h, stale-while-revalidate 5 min, single flight. `X-Cache: HIT | STALE | MISS`, `ETag`, 304 on If-None-Match. Counts a page view.',
   responses: { 200: { description: 'The product', body: Product }, 304: { description: 'Not modified' }, 404: { description: 'No such product' } },
-});
-products.get('/:id', validate('param', IdParam), async (c) => {
+}), validate('param', IdParam), async (c) => {
   const { id } = c.req.valid('param');
   const r = await c.var.services.cache.getOrLoad(productKey(id), async (): Promise<Cached<Product> | null> => {
     const row = await d1(c.env.DB.prepare(`SELECT ${COLUMNS} FROM products WHERE id = ?1`).bind(id).first<Row>(), 'product database', referenced);
@@ -201,12 +199,11 @@ products.get('/:id', validate('param', IdParam), async (c) => {
   return send(c, { ...r, value: r.value });
 });
 
-route({
-  method: 'get', path: '/products/{id}/views', summary: 'Page views of a product', tags: ['products'], params: IdParam,
+products.get('/:id/views', doc({
+  summary: 'Page views of a product', tags: ['products'],
   description: 'D1 plus the views not flushed yet, exact: 1 Redis round trip, then 1 D1 query.',
   responses: { 200: { description: 'The count', body: Views }, 404: { description: 'No such product' } },
-});
-products.get('/:id/views', validate('param', IdParam), async (c) => {
+}), validate('param', IdParam), async (c) => {
   const { id } = c.req.valid('param');
   let views: number | null;
   try {
@@ -218,11 +215,10 @@ products.get('/:id/views', validate('param', IdParam), async (c) => {
   return c.json({ views }, 200, { 'Cache-Control': 'no-store' });
 });
 
-route({
-  method: 'post', path: '/products', summary: 'Create a product', tags: ['products'], body: ProductInput, security: 'admin',
+products.post('/', doc({
+  summary: 'Create a product', tags: ['products'], security: 'admin',
   responses: { 201: { description: 'Created', body: Product }, 401: { description: 'No or wrong admin token' } },
-});
-products.post('/', requireAdmin, validate('json', ProductInput), async (c) => {
+}), requireAdmin, validate('json', ProductInput), async (c) => {
   const b = c.req.valid('json');
   const now = Date.now();
   const row = await d1(
@@ -238,11 +234,10 @@ products.post('/', requireAdmin, validate('json', ProductInput), async (c) => {
   return c.json(toProduct(row), 201);
 });
 
-route({
-  method: 'patch', path: '/products/{id}', summary: 'Change a product', tags: ['products'], params: IdParam, body: ProductPatch, security: 'admin',
+products.patch('/:id', doc({
+  summary: 'Change a product', tags: ['products'], security: 'admin',
   responses: { 200: { description: 'The product as stored', body: Product }, 401: { description: 'No or wrong admin token' }, 404: { description: 'No such product' } },
-});
-products.patch('/:id', requireAdmin, validate('param', IdParam), validate('json', ProductPatch), async (c) => {
+}), requireAdmin, validate('param', IdParam), validate('json', ProductPatch), async (c) => {
   const { id } = c.req.valid('param');
   const b = c.req.valid('json');
   const sets: string[] = [];
@@ -269,12 +264,11 @@ products.patch('/:id', requireAdmin, validate('param', IdParam), validate('json'
   return c.json(toProduct(row), 200);
 });
 
-route({
-  method: 'delete', path: '/products/{id}', summary: 'Delete a product', tags: ['products'], params: IdParam, security: 'admin',
+products.delete('/:id', doc({
+  summary: 'Delete a product', tags: ['products'], security: 'admin',
   description: 'A product that appears in an order cannot be deleted (409): set its stock to 0 instead.',
   responses: { 204: { description: 'Deleted' }, 401: { description: 'No or wrong admin token' }, 404: { description: 'No such product' }, 409: { description: 'The product appears in orders' } },
-});
-products.delete('/:id', requireAdmin, validate('param', IdParam), async (c) => {
+}), requireAdmin, validate('param', IdParam), async (c) => {
   const { id } = c.req.valid('param');
   const unordered = 'NOT EXISTS (SELECT 1 FROM order_items WHERE product_id = ?1)';
   const [, deleted, left] = await d1(
