@@ -106,8 +106,11 @@ describe('in Chromium', () => {
     await page.click('button[value=register]');
     await page.getByText(`Signed in as ${user}`).waitFor();
     const cookies = await context.cookies(app);
-    expect(cookies.map((c) => c.name)).toContain('sid');
-    expect(cookies.find((c) => c.name === 'sid')?.httpOnly).toBe(true);
+    // The cookies a deploy sends (the stack runs APP_ENV=production), kept by Chromium over
+    // http://127.0.0.1 because a loopback origin is a secure context: session and trusted device.
+    for (const name of ['__Host-sid', '__Host-did']) {
+      expect(cookies.find((c) => c.name === name), name).toMatchObject({ secure: true, httpOnly: true, path: '/', domain: '127.0.0.1' });
+    }
 
     await page.goto(`${app}/shop`);
     await page.locator('#products li').first().waitFor();

@@ -1,7 +1,11 @@
 /**
  * The whole local stack for the browser tests, started the way a user starts it: `npm run dev`
- * (scripts/dev.ts: D1 migrations, a redis-server of its own, the gateway, `wrangler dev` with
- * APP_ENV=development) on free ports, its state in a temporary folder that is deleted afterwards.
+ * (scripts/dev.ts: D1 migrations, a redis-server of its own, the gateway, `wrangler dev`) on free
+ * ports, its state in a temporary folder that is deleted afterwards. With one difference: APP_ENV as
+ * wrangler.toml ships it, "production" (`npm run dev` says "development"), so the browser sees the
+ * cookies a deploy sends, `__Host-` and `Secure`. Chromium keeps Secure cookies from
+ * http://127.0.0.1 (a loopback origin is a secure context), so the shipped default is what these
+ * tests check; the workers suite covers "development".
  * And Chromium: Debian's `chromium` (or `CHROMIUM_PATH`) driven by playwright-core, which never
  * downloads a browser. Without one, the run fails at once saying how to get it.
  */
@@ -61,7 +65,7 @@ export async function startDevStack(): Promise<DevStack> {
   const [appPort, gatewayPort] = [await freePort(), await freePort()];
   const inherited = { ...process.env };
   for (const key of Object.keys(inherited)) if (/^(GATEWAY_|REDIS_URL$|ADMIN_TOKEN$)/.test(key)) delete inherited[key];
-  const child: ChildProcess = spawn(process.execPath, [join(ROOT, 'scripts/dev.ts'), '--persist-to', state, '--port', String(appPort), '--var', 'API_RATE_LIMIT:100000'], {
+  const child: ChildProcess = spawn(process.execPath, [join(ROOT, 'scripts/dev.ts'), '--persist-to', state, '--port', String(appPort), '--var', 'API_RATE_LIMIT:100000', '--var', 'APP_ENV:production'], {
     cwd: ROOT,
     env: { ...inherited, GATEWAY_PORT: String(gatewayPort) },
     stdio: ['ignore', 'pipe', 'pipe'],
