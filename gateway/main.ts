@@ -5,7 +5,7 @@
  * process becomes the primary of that many gateway processes on the same port (workers.ts).
  */
 import { ConfigError, loadConfig, redactUrl } from './config.ts';
-import { mergeSnapshots, renderSnapshot } from './metrics.ts';
+import { renderSnapshots } from './metrics.ts';
 import { startGateway } from './server.ts';
 import { announceListening, isWorker, runPrimary, workerMetrics } from './workers.ts';
 
@@ -34,7 +34,7 @@ if (clustered && !isWorker()) {
     workers: config.workers,
     details,
     say: (line) => process.stdout.write(`gateway: ${line}\n`),
-    merge: async (parts) => renderSnapshot(mergeSnapshots(parts)),
+    merge: renderSnapshots,
   });
 } else try {
   let snapshot: (() => unknown) | undefined;

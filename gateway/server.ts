@@ -30,7 +30,9 @@ export interface GatewayOptions {
 
 export interface StartedGateway extends RunningGateway {
   /** This process's counts, as data (GATEWAY_WORKERS merges them, workers.ts). */
-  metricsSnapshot(): MetricsSnapshot;
+  metricsSnapshot(): Promise<MetricsSnapshot>;
+  /** This gateway's prom-client registries (process defaults, then its own), e.g. for `AggregatorRegistry.setRegistries`. */
+  readonly metricsRegistries: Metrics['registries'];
 }
 
 type Route = '/' | '/pipeline' | '/multi-exec' | '/subscribe' | '/psubscribe' | 'path' | '/healthz' | '/metrics' | 'other';
@@ -90,8 +92,8 @@ class Gateway {
       const tokens = config.tokens.filter((t) => t.redisUrl === url);
       this.upstreams.set(url, new Upstream(url, { tokens, allowAdminCommands: config.allowAdminCommands, acl, log, scriptAliasSecret: config.scriptAliasSecret }));
     }
-    this.metrics.gauge('gateway_sse_streams', () => this.#streams.size);
-    this.metrics.gauge('gateway_redis_up', () => (this.#upstream(config.redisUrl).up ? 1 : 0));
+    this.metrics.gauge('gateway_sse_streams', 'Open Server-Sent Events streams.', () => this.#streams.size);
+    this.metrics.gauge('gateway_redis_up', 'Whether the default Redis answers (1) or not (0).', () => (this.#upstream(config.redisUrl).up ? 1 : 0), 'min');
   }
 
   #upstream(url: string): Upstream {
@@ -163,8 +165,8 @@ class Gateway {
       }
       if (path === '/metrics' && method === 'GET') {
         route = '/metrics';
-        const text = this.#metricsText ? await this.#metricsText() : this.metrics.render();
-        await send(200, text, 'text/plain; version=0.0.4; charset=utf-8');
+        const text = this.#metricsText ? await this.#metricsText() : await this.metrics.render();
+        await send(200, text, this.metrics.contentType);
         return;
       }
       if (method !== 'POST' && method !== 'GET') throw new RequestError(405, `ERR method ${method} is not supported; use POST`);
@@ -350,5 +352,5 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
     },
     onClosed: () => gateway.close(),
   });
-  return { ...running, metricsSnapshot: () => gateway.metrics.snapshot() };
+  return { ...running, metricsSnapshot: () => gateway.metrics.snapshot(), metricsRegistries: gateway.metrics.registries };
 }
