@@ -4,7 +4,8 @@
  * one-line errors. Against real Redis processes and real gateways.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { metric, post, privateGateway, scrape, type PrivateGateway } from './helpers.ts';
+import { ConfigError, loadConfig } from '../../gateway/config.ts';
+import { metric, post, privateGateway, redisUrl, scrape, tokensFile, type PrivateGateway } from './helpers.ts';
 
 let gw: PrivateGateway;
 beforeAll(async () => {
@@ -38,5 +39,53 @@ describe('/metrics', () => {
     } finally {
       await other.close();
     }
+  });
+});
+
+describe('configuration (zod schemas)', () => {
+  const message = (env: Record<string, string>) => {
+    try {
+      loadConfig({ REDIS_URL: redisUrl(), GATEWAY_TOKEN: 't', ...env });
+      return 'no error';
+    } catch (err) {
+      return err instanceof ConfigError ? err.message : `not a ConfigError: ${String(err)}`;
+    }
+  };
+
+  test('bad values are refused with one line naming the variable', () => {
+    expect(message({ GATEWAY_PORT: 'eighty' })).toBe('GATEWAY_PORT must be a whole number, got "eighty"');
+    expect(message({ SRH_PORT: '70000' })).toBe('SRH_PORT must be between 0 and 65535, got 70000');
+    expect(message({ GATEWAY_ALLOW_ADMIN_COMMANDS: 'maybe' })).toBe('GATEWAY_ALLOW_ADMIN_COMMANDS must be true or false, got "maybe"');
+    expect(message({ SRH_MODE: 'weird' })).toBe('SRH_MODE must be "env" or "file", got "weird"');
+    expect(message({ GATEWAY_BASE_PATH: 'redis' })).toBe('GATEWAY_BASE_PATH must look like /prefix, got "redis"');
+    expect(message({ GATEWAY_TOKEN: 'a b' })).toBe('GATEWAY_TOKEN: token must not contain whitespace');
+    expect(message({ GATEWAY_WORKERS: '0' })).toBe('GATEWAY_WORKERS must be a whole number from 1 to 256, or auto, got "0"');
+    expect(message({ GATEWAY_LOG_LEVEL: 'loud' })).toBe('GATEWAY_LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "loud"');
+    expect(message({ REDIS_URL: 'http://x' })).toMatch(/^REDIS_URL must look like redis:\/\/\[:password@\]host:port/);
+    for (const env of [{ GATEWAY_PORT: 'x' }, { GATEWAY_LOG_LEVEL: 'x' }, { GATEWAY_WORKERS: 'x' }]) expect(message(env)).not.toMatch(/\n/);
+  });
+
+  test('tokens-file entries are refused with where they are', () => {
+    const cases: [unknown, string][] = [
+      [{ tokens: [{ token: 'a', readonly: 'yes' }] }, 'tokens[0].readonly must be true or false'],
+      [{ tokens: [{ token: 'a', allow: 'GET' }] }, 'tokens[0].allow must be an array of command names like ["GET", "SCRIPT LOAD"]'],
+      [{ tokens: [{ token: 'a', redisPassword: 'x' }] }, 'tokens[0].redisPassword needs tokens file'],
+      [{ tok: { connection_string: 3 } }, 'entry 0 must be {"srh_id", "connection_string", "max_connections"} (SRH shape)'],
+    ];
+    for (const [doc, part] of cases) {
+      const file = tokensFile(doc);
+      try {
+        expect(message({ GATEWAY_TOKEN: '', GATEWAY_TOKENS_FILE: file.path })).toContain(part);
+      } finally {
+        file.remove();
+      }
+    }
+  });
+
+  test('defaults, aliases and the log level', () => {
+    const c = loadConfig({ SRH_TOKEN: ' s ', SRH_MAX_CONNECTIONS: '7', GATEWAY_LOG_LEVEL: 'DEBUG', GATEWAY_LOG_REQUESTS: 'yes' });
+    expect(c).toMatchObject({ port: 8079, host: '127.0.0.1', maxDedicatedConnections: 7, logLevel: 'debug', logRequests: true, workers: 1 });
+    expect(c.tokens).toEqual([{ name: 'default', token: 's', redisUrl: 'redis://127.0.0.1:6379', readonly: false }]);
+    expect(loadConfig({ GATEWAY_TOKEN: 't' }).logLevel).toBe('info');
   });
 });
