@@ -34,6 +34,12 @@ export function createLogger(level: LogLevel, sink?: (line: string) => void): Lo
   return pino(options, destination);
 }
 
+/** An error as one short word for a log field: its code when it has one, else its class. */
+export function errorCode(err: unknown): string {
+  const f = errorFields(err);
+  return f.code ?? f.type;
+}
+
 /**
  * What of an error may be logged: its class, and a code when it has one (`ECONNREFUSED`, or the
  * first word of a Redis error such as `NOPERM`, whose text may quote a key or an argument).

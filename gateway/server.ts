@@ -10,20 +10,27 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AclUsers } from './acl.ts';
 import { checkCommands, named, parseBatch, parseSingle, RequestError, type Command } from './commands.ts';
 import { redactUrl, type GatewayConfig, type TokenPolicy } from './config.ts';
-import { DeadlineError, describe, isReplyError, UnavailableError, type Outcome } from './connect.ts';
+import { DeadlineError, isReplyError, UnavailableError, type Outcome } from './connect.ts';
 import { errorEntry, errorText, resultEntry } from './encode.ts';
 import { runBatch, runTransaction, type BatchContext } from './execute.ts';
 import { listen, type RunningGateway } from './listen.ts';
+import { createLogger, errorFields, type Logger } from './log.ts';
 import { Metrics, type MetricsSnapshot } from './metrics.ts';
 import { percentDecode, splitTarget } from './paths.ts';
+import { RequestIds } from './request-id.ts';
 import { serveSubscription, type SubscriptionKind } from './sse.ts';
 import { Upstream, type TokenRuntime } from './upstream.ts';
 
 export type { RunningGateway } from './listen.ts';
 
 export interface GatewayOptions {
-  /** Where operational lines go (never tokens, never stack traces). Default: stderr. */
+  /**
+   * Receives each JSON log line (without its newline) instead of stdout; tests read them. Never
+   * tokens, Authorization, command arguments or Redis error text (log.ts).
+   */
   log?: (line: string) => void;
+  /** A logger to use as is (main.ts shares its own); `log` and GATEWAY_LOG_LEVEL are then ignored. */
+  logger?: Logger;
   /** What `/metrics` answers instead of this process's own text (GATEWAY_WORKERS: the whole gateway's). */
   metrics?: () => Promise<string>;
 }
@@ -39,7 +46,7 @@ type Route = '/' | '/pipeline' | '/multi-exec' | '/subscribe' | '/psubscribe' | 
 
 const CORS = {
   'access-control-allow-origin': '*',
-  'access-control-expose-headers': 'upstash-sync-token',
+  'access-control-expose-headers': 'upstash-sync-token, x-request-id',
 };
 
 /**
@@ -72,7 +79,10 @@ class Gateway {
   readonly metrics = new Metrics();
   readonly upstreams = new Map<string, Upstream>();
   readonly #tokens: TokenTable;
-  readonly #log: (line: string) => void;
+  readonly #log: Logger;
+  readonly #ids = new RequestIds();
+  /** The access line's level (`info` with GATEWAY_LOG_REQUESTS, else `debug`), or undefined when that level is off. */
+  readonly #access: 'info' | 'debug' | undefined;
   readonly #bootId = randomBytes(6).toString('hex');
   readonly #streams = new Set<ServerResponse>();
   #seq = 0;
@@ -81,9 +91,11 @@ class Gateway {
 
   readonly #metricsText: (() => Promise<string>) | undefined;
 
-  constructor(config: GatewayConfig, log: (line: string) => void, metricsText?: () => Promise<string>) {
+  constructor(config: GatewayConfig, log: Logger, metricsText?: () => Promise<string>) {
     this.config = config;
     this.#log = log;
+    const access = config.logRequests ? 'info' : 'debug';
+    this.#access = log.isLevelEnabled(access) ? access : undefined;
     this.#metricsText = metricsText;
     this.#tokens = new TokenTable(config.tokens);
     // One password per gateway process for the ACL users it makes (acl.ts).
@@ -114,7 +126,8 @@ class Gateway {
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
     let route: Route = 'other';
-    const headers: Record<string, string> = { ...CORS, 'upstash-sync-token': `${this.#bootId}-${++this.#seq}` };
+    const reqId = this.#ids.from(req.headers['x-request-id']);
+    const headers: Record<string, string> = { ...CORS, 'upstash-sync-token': `${this.#bootId}-${++this.#seq}`, 'x-request-id': reqId };
     const deadline = Date.now() + this.config.timeoutMs;
     const write = (status: number, body: string, contentType: string) => {
       if (res.headersSent || res.destroyed) return;
@@ -255,17 +268,17 @@ class Gateway {
       } else if (err instanceof DeadlineError) {
         await send(504, errorEntry(`ERR gateway deadline of ${this.config.timeoutMs} ms passed before Redis answered`));
       } else if (err instanceof UnavailableError) {
-        this.#log(`request failed: Redis unavailable (${describe(err.cause ?? err)})`);
+        this.#log.error({ reqId, route, err: errorFields(err.cause ?? err) }, 'request failed: Redis unavailable');
         await send(503, errorEntry('ERR Redis is unavailable: the gateway cannot reach it right now; try again'));
       } else if (req.destroyed || isAborted(err)) {
         // The client went away (or a body timeout closed its socket): nobody to answer.
       } else {
-        this.#log(`request failed: internal error (${describe(err)})`);
+        this.#log.error({ reqId, route, err: errorFields(err) }, 'request failed: internal error');
         await send(500, errorEntry('ERR internal gateway error'));
       }
     } finally {
       if (!this.#streams.has(res)) this.metrics.request(route, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9);
-      if (this.config.logRequests) this.#log(`${req.method} ${route} ${res.statusCode}`);
+      if (this.#access) this.#log[this.#access]({ reqId, method: req.method, route, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'request');
     }
   }
 
@@ -341,7 +354,7 @@ function isAborted(err: unknown): boolean {
 
 /** Starts the gateway; resolves once it listens. Port 0 picks a free port. */
 export async function startGateway(config: GatewayConfig, options: GatewayOptions = {}): Promise<StartedGateway> {
-  const log = options.log ?? ((line: string) => process.stderr.write(`[gateway] ${line}\n`));
+  const log = options.logger ?? createLogger(config.logLevel, options.log);
   const gateway = new Gateway(config, log, options.metrics);
   await Promise.all([...gateway.upstreams.values()].map((u) => u.ready(2_000)));
   const running = await listen(config, {

@@ -3,9 +3,10 @@
  * JSON log lines with a request id, the `x-request-id` header, `/readyz`, and config refused with
  * one-line errors. Against real Redis processes and real gateways.
  */
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ConfigError, loadConfig } from '../../gateway/config.ts';
-import { metric, post, privateGateway, redisUrl, scrape, tokensFile, type PrivateGateway } from './helpers.ts';
+import { eventually, metric, openSse, post, prefix, privateGateway, raw, redisUrl, scrape, tokensFile, type PrivateGateway } from './helpers.ts';
 
 let gw: PrivateGateway;
 beforeAll(async () => {
@@ -87,5 +88,95 @@ describe('configuration (zod schemas)', () => {
     expect(c).toMatchObject({ port: 8079, host: '127.0.0.1', maxDedicatedConnections: 7, logLevel: 'debug', logRequests: true, workers: 1 });
     expect(c.tokens).toEqual([{ name: 'default', token: 's', redisUrl: 'redis://127.0.0.1:6379', readonly: false }]);
     expect(loadConfig({ GATEWAY_TOKEN: 't' }).logLevel).toBe('info');
+  });
+});
+
+/** The log lines as objects; every line must be JSON. */
+function parsed(lines: string[]): Record<string, unknown>[] {
+  return lines.map((line) => {
+    const v: unknown = JSON.parse(line);
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`not a JSON object: ${line}`);
+    return Object.fromEntries(Object.entries(v));
+  });
+}
+
+describe('request ids', () => {
+  test('a sane incoming x-request-id is echoed, on answers and errors alike', async () => {
+    const id = `req-${randomUUID()}:1.a_b`;
+    const ok = await post(gw, '/', ['ping'], { headers: { 'x-request-id': id } });
+    expect(ok.status).toBe(200);
+    expect(ok.headers.get('x-request-id')).toBe(id);
+    const denied = await post(gw, '/', ['ping'], { token: 'wrong', headers: { 'x-request-id': id } });
+    expect(denied.status).toBe(401);
+    expect(denied.headers.get('x-request-id')).toBe(id);
+    const notFound = await raw(gw, '/healthz/nope', { method: 'DELETE', headers: { 'x-request-id': id } });
+    expect(notFound.headers.get('x-request-id')).toBe(id);
+    expect(ok.headers.get('access-control-expose-headers')).toContain('x-request-id');
+  });
+
+  test('a missing or insane one is replaced by a fresh id, different per request', async () => {
+    const fresh = /^[0-9a-f]{8}-[0-9a-z]+$/;
+    const a = (await post(gw, '/', ['ping'])).headers.get('x-request-id') ?? '';
+    const b = (await post(gw, '/', ['ping'])).headers.get('x-request-id') ?? '';
+    expect(a).toMatch(fresh);
+    expect(b).toMatch(fresh);
+    expect(a).not.toBe(b);
+    for (const bad of ['x'.repeat(129), 'has space', 'semi;colon', 'a/b', 'a,b']) {
+      const res = await post(gw, '/', ['ping'], { headers: { 'x-request-id': bad } });
+      expect(res.headers.get('x-request-id')).toMatch(fresh);
+    }
+  });
+
+  test('SSE streams carry it too', async () => {
+    const stream = await openSse(gw, `/subscribe/${prefix()}ch`);
+    try {
+      expect(stream.headers.get('x-request-id')).toMatch(/^[0-9a-f]{8}-[0-9a-z]+$/);
+    } finally {
+      stream.close();
+    }
+  });
+});
+
+describe('JSON logs', () => {
+  test('access lines at debug carry level, msg, reqId, route and status; never the token, arguments or Authorization', async () => {
+    const token = `tok-${randomUUID()}`;
+    const secretArg = `arg-${randomUUID()}`;
+    const g = await privateGateway({ GATEWAY_TOKEN: token, GATEWAY_LOG_LEVEL: 'debug' });
+    try {
+      const id = `trace-${randomUUID()}`;
+      await post(g, '/', ['set', `${prefix()}k`, secretArg], { headers: { 'x-request-id': id } });
+      await post(g, '/', ['ping'], { token: `${token}-wrong` });
+      await post(g, '/', ['get', secretArg, 'extra', 'args']);
+      await raw(g, `/get/${secretArg}?_token=${token}`);
+      await eventually(() => expect(g.logs.some((l) => l.includes(id))).toBe(true));
+      const lines = parsed(g.logs);
+      const access = lines.find((l) => l['reqId'] === id);
+      expect(access).toMatchObject({ level: 'debug', msg: 'request', reqId: id, route: '/', status: 200, method: 'POST' });
+      expect(typeof access?.['time']).toBe('string');
+      expect(lines.filter((l) => l['msg'] === 'request').map((l) => l['status'])).toEqual(expect.arrayContaining([200, 401, 400]));
+      for (const l of lines) expect(typeof l['level'] === 'string' && typeof l['msg'] === 'string').toBe(true);
+      const all = g.logs.join('\n');
+      expect(all).not.toContain(token);
+      expect(all).not.toContain(secretArg);
+      expect(all.toLowerCase()).not.toContain('bearer');
+    } finally {
+      await g.close();
+    }
+  });
+
+  test('at the default level (info) there is no access line; GATEWAY_LOG_REQUESTS=true logs it at info', async () => {
+    const quiet = await privateGateway();
+    const loud = await privateGateway({ GATEWAY_LOG_REQUESTS: 'true' });
+    try {
+      const id = `q-${randomUUID()}`;
+      await post(quiet, '/', ['ping'], { headers: { 'x-request-id': id } });
+      await post(loud, '/', ['ping'], { headers: { 'x-request-id': id } });
+      await eventually(() => expect(loud.logs.some((l) => l.includes(id))).toBe(true));
+      expect(parsed(loud.logs).find((l) => l['reqId'] === id)).toMatchObject({ level: 'info', msg: 'request', status: 200 });
+      expect(quiet.logs.some((l) => l.includes(id))).toBe(false);
+    } finally {
+      await quiet.close();
+      await loud.close();
+    }
   });
 });
