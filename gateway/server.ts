@@ -42,7 +42,10 @@ export interface StartedGateway extends RunningGateway {
   readonly metricsRegistries: Metrics['registries'];
 }
 
-type Route = '/' | '/pipeline' | '/multi-exec' | '/subscribe' | '/psubscribe' | 'path' | '/healthz' | '/metrics' | 'other';
+/** How long `/readyz` waits for Redis's PONG: a probe wants a quick no rather than a slow yes. */
+const READY_PING_MS = 500;
+
+type Route = '/' | '/pipeline' | '/multi-exec' | '/subscribe' | '/psubscribe' | 'path' | '/healthz' | '/readyz' | '/metrics' | 'other';
 
 const CORS = {
   'access-control-allow-origin': '*',
@@ -173,6 +176,21 @@ class Gateway {
           await send(200, JSON.stringify({ status: 'ok', redis: 'up' }));
         } catch {
           await send(503, JSON.stringify({ status: 'unavailable', redis: 'down', error: 'Redis does not answer' }));
+        }
+        return;
+      }
+      if (path === '/readyz' && method === 'GET') {
+        // Readiness, for load balancers: not while shutting down, and only when Redis answers soon.
+        route = '/readyz';
+        if (this.closing) {
+          await send(503, JSON.stringify({ status: 'unavailable', ready: false, reason: 'shutting down' }));
+          return;
+        }
+        try {
+          await this.#upstream(this.config.redisUrl).ping(Math.min(READY_PING_MS, this.config.timeoutMs));
+          await send(200, JSON.stringify({ status: 'ok', ready: true, redis: 'up' }));
+        } catch {
+          await send(503, JSON.stringify({ status: 'unavailable', ready: false, redis: 'down', reason: 'Redis does not answer' }));
         }
         return;
       }

@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ConfigError, loadConfig } from '../../gateway/config.ts';
+import { startRedisServer } from '../support/redis-process.ts';
 import { eventually, metric, openSse, post, prefix, privateGateway, raw, redisUrl, scrape, tokensFile, type PrivateGateway } from './helpers.ts';
 
 let gw: PrivateGateway;
@@ -179,4 +180,38 @@ describe('JSON logs', () => {
       await loud.close();
     }
   });
+});
+
+describe('/readyz', () => {
+  test('200 while Redis answers, 503 JSON once the Redis process is stopped, 200 again after it restarts; /healthz stays', async () => {
+    const redis = await startRedisServer();
+    const g = await privateGateway({ REDIS_URL: redis.url });
+    try {
+      const ready = await raw(g, '/readyz', { token: null });
+      expect(ready.status).toBe(200);
+      expect(ready.json).toEqual({ status: 'ok', ready: true, redis: 'up' });
+      expect(ready.headers.get('x-request-id')).toBeTruthy();
+
+      await redis.stop();
+      const started = Date.now();
+      const down = await raw(g, '/readyz', { token: null });
+      expect(Date.now() - started).toBeLessThan(1_500);
+      expect(down.status).toBe(503);
+      expect(down.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(down.json).toMatchObject({ status: 'unavailable', ready: false, redis: 'down' });
+      expect((await raw(g, '/healthz', { token: null })).status).toBe(503);
+
+      await eventually(() => expect(parsed(g.logs).some((l) => l['msg'] === 'redis is down' && l['level'] === 'error')).toBe(true));
+      const downLine = parsed(g.logs).find((l) => l['msg'] === 'redis is down');
+      expect(downLine?.['redis']).toBe(redis.url);
+      expect(JSON.stringify(downLine)).not.toMatch(/connect ECONNREFUSED|Connection is closed/);
+
+      await redis.restart();
+      await eventually(async () => expect((await raw(g, '/readyz', { token: null })).status).toBe(200), { timeoutMs: 10_000, intervalMs: 100 });
+      expect(parsed(g.logs).some((l) => l['msg'] === 'redis is up')).toBe(true);
+    } finally {
+      await g.close();
+      await redis.stop();
+    }
+  }, 30_000);
 });
