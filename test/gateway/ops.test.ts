@@ -4,7 +4,10 @@
  * one-line errors. Against real Redis processes and real gateways.
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { currentBlock, ENDPOINTS_BEGIN, ENDPOINTS_END, renderEndpoints } from '../../gateway/command-docs.ts';
 import { ConfigError, loadConfig } from '../../gateway/config.ts';
 import { startRedisServer } from '../support/redis-process.ts';
 import { eventually, metric, openSse, post, prefix, privateGateway, raw, redisUrl, scrape, tokensFile, type PrivateGateway } from './helpers.ts';
@@ -214,4 +217,10 @@ describe('/readyz', () => {
       await redis.stop();
     }
   }, 30_000);
+});
+
+test("the README's endpoints table is the generated one (else: npm run docs:gateway)", () => {
+  const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');
+  expect(currentBlock(readme, ENDPOINTS_BEGIN, ENDPOINTS_END), 'README.md is out of date: run `npm run docs:gateway` and commit README.md').toBe(renderEndpoints());
+  expect(renderEndpoints()).toContain('GET /readyz');
 });
