@@ -1,14 +1,18 @@
 /**
- * Gateway configuration, read once from the environment.
+ * Gateway configuration, read once from the environment and checked by zod schemas.
  *
  * Every problem becomes a {@link ConfigError} whose message is one line naming the variable and what
- * is wrong with it, so `main.ts` can print it and exit non-zero without a stack trace.
+ * is wrong with it, so `main.ts` can print it and exit non-zero without a stack trace. The schemas'
+ * messages say `{where}`, filled in with the variable (or tokens-file entry) the value came from.
  * SRH's variable names and tokens-file shape are accepted as aliases, so moving from SRH is a
- * one-line change in a compose file.
+ * one-line change in a compose file. (Just over 400 lines: the environment's schema, the tokens
+ * file's two shapes and the Redis URL parser they share are kept together.)
  */
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
+import { z } from 'zod';
+import { LOG_LEVELS, type LogLevel } from './log.ts';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -65,7 +69,10 @@ export interface GatewayConfig {
   bodyTimeoutMs: number;
   /** How long a keep-alive socket may sit idle between requests. */
   idleTimeoutMs: number;
+  /** Access log lines at `info` instead of `debug`. */
   logRequests: boolean;
+  /** `GATEWAY_LOG_LEVEL`: the least severe level logged (default `info`). */
+  logLevel: LogLevel;
   /**
    * Signs the script aliases shared in Redis (scripts.ts). `GATEWAY_SCRIPT_ALIAS_SECRET`, else
    * derived from every configured token, so replicas with the same tokens agree without setting it.
@@ -77,53 +84,149 @@ export interface GatewayConfig {
 
 type Env = Record<string, string | undefined>;
 
-const DEFAULTS = {
-  redisUrl: 'redis://127.0.0.1:6379',
-  host: '127.0.0.1',
-  port: 8079,
-  maxBodyBytes: 10 * 1024 * 1024,
-  maxPipelineCommands: 10_000,
-  timeoutMs: 30_000,
-  keepaliveMs: 15_000,
-  maxDedicatedConnections: 1_000,
-  maxReplyBytes: 32 * 1024 * 1024,
-  maxStreamBufferBytes: 4 * 1024 * 1024,
-  maxSockets: 4_096,
-  headersTimeoutMs: 10_000,
-  bodyTimeoutMs: 30_000,
+/** Each setting and the variables it is read from, ours first, then SRH's. */
+const VARIABLES = {
+  srhMode: ['SRH_MODE'],
+  redisUrl: ['REDIS_URL', 'SRH_CONNECTION_STRING'],
+  token: ['GATEWAY_TOKEN', 'SRH_TOKEN'],
+  redisUser: ['GATEWAY_REDIS_USER'],
+  redisPassword: ['GATEWAY_REDIS_PASSWORD'],
+  tokensFile: ['GATEWAY_TOKENS_FILE', 'SRH_CONFIG_FILE'],
+  basePath: ['GATEWAY_BASE_PATH'],
+  headersTimeoutMs: ['GATEWAY_HEADERS_TIMEOUT_MS'],
+  bodyTimeoutMs: ['GATEWAY_BODY_TIMEOUT_MS'],
+  host: ['GATEWAY_HOST'],
+  port: ['GATEWAY_PORT', 'SRH_PORT'],
+  allowAdminCommands: ['GATEWAY_ALLOW_ADMIN_COMMANDS'],
+  latencyMs: ['GATEWAY_LATENCY_MS'],
+  maxBodyBytes: ['GATEWAY_MAX_BODY_BYTES'],
+  maxPipelineCommands: ['GATEWAY_MAX_PIPELINE_COMMANDS'],
+  timeoutMs: ['GATEWAY_TIMEOUT_MS'],
+  keepaliveMs: ['GATEWAY_KEEPALIVE_MS'],
+  maxDedicatedConnections: ['GATEWAY_MAX_CONNECTIONS', 'SRH_MAX_CONNECTIONS'],
+  maxReplyBytes: ['GATEWAY_MAX_REPLY_BYTES'],
+  maxStreamBufferBytes: ['GATEWAY_MAX_STREAM_BUFFER_BYTES'],
+  maxSockets: ['GATEWAY_MAX_SOCKETS'],
+  idleTimeoutMs: ['GATEWAY_IDLE_TIMEOUT_MS'],
+  logRequests: ['GATEWAY_LOG_REQUESTS'],
+  logLevel: ['GATEWAY_LOG_LEVEL'],
+  scriptAliasSecret: ['GATEWAY_SCRIPT_ALIAS_SECRET'],
+  workers: ['GATEWAY_WORKERS'],
+} as const satisfies Record<string, readonly string[]>;
+
+type Setting = keyof typeof VARIABLES;
+
+/**
+ * For each setting, the first non-empty value among its variables (trimmed) and the variable it came
+ * from. Only that one is checked: an SRH alias left over beside our variable is ignored.
+ */
+function resolve(env: Env): { values: Partial<Record<Setting, string>>; from: Partial<Record<Setting, string>> } {
+  const values: Partial<Record<Setting, string>> = {};
+  const from: Partial<Record<Setting, string>> = {};
+  for (const [setting, names] of Object.entries(VARIABLES) as [Setting, readonly string[]][]) {
+    for (const name of names) {
+      const value = env[name]?.trim();
+      if (value !== undefined && value !== '') {
+        values[setting] = value;
+        from[setting] = name;
+        break;
+      }
+    }
+  }
+  return { values, from };
+}
+
+/** The first issue of a failed parse as a {@link ConfigError}, `{where}` filled in. */
+function configError(error: z.ZodError, where: (path: readonly PropertyKey[]) => string): ConfigError {
+  const issue = error.issues[0];
+  const message = issue ? issue.message.replaceAll('{where}', where(issue.path)) : 'invalid configuration';
+  return new ConfigError(message, { cause: error });
+}
+
+function whole(min: number, max: number) {
+  const range = (iss: { input?: unknown }) => `{where} must be between ${min} and ${max}, got ${String(iss.input)}`;
+  return z.string()
+    .regex(/^\d+$/, { error: (iss) => `{where} must be a whole number, got "${String(iss.input)}"` })
+    .transform(Number)
+    .pipe(z.number().min(min, { error: range }).max(max, { error: range }));
+}
+
+const TRUE = ['1', 'true', 'yes', 'on'];
+const FALSE = ['0', 'false', 'no', 'off'];
+const bool = z.string()
+  .refine((v) => TRUE.includes(v.toLowerCase()) || FALSE.includes(v.toLowerCase()), { error: (iss) => `{where} must be true or false, got "${String(iss.input)}"` })
+  .transform((v) => TRUE.includes(v.toLowerCase()));
+
+/** A Redis URL, checked by {@link parseRedisUrl}; `field` follows `{where}` in its messages. */
+function redisUrl(field = '') {
+  return z.string().superRefine((url, ctx) => {
+    try {
+      parseRedisUrl(url, `{where}${field}`);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      ctx.addIssue({ code: 'custom', message: err.message, input: url });
+    }
+  });
+}
+
+function token(empty: string) {
+  return z.string({ error: empty })
+    .min(1, { error: empty })
+    .regex(/^\S+$/, { error: '{where}: token must not contain whitespace' });
+}
+
+const userName = (field: string) => z.string({ error: `${field} must be a Redis user name (no whitespace)` })
+  .regex(/^\S+$/, { error: `${field} must be a Redis user name (no whitespace)` });
+
+const ENV = z.object({
+  srhMode: z.string().transform((v) => v.toLowerCase())
+    .pipe(z.enum(['env', 'file'], { error: (iss) => `{where} must be "env" or "file", got "${String(iss.input)}"` }))
+    .optional(),
+  redisUrl: redisUrl().default('redis://127.0.0.1:6379'),
+  token: token('{where}: token must be a non-empty string').optional(),
+  redisUser: userName('{where}').optional(),
+  redisPassword: z.string().optional(),
+  tokensFile: z.string().optional(),
+  basePath: z.string().transform((v) => v.replace(/\/+$/, ''))
+    .refine((v) => v === '' || /^\/[\w\-./]*$/.test(v), { error: (iss) => `{where} must look like /prefix, got "${String(iss.input)}"` })
+    .default(''),
+  headersTimeoutMs: whole(100, 600_000).default(10_000),
+  bodyTimeoutMs: whole(100, 3_600_000).default(30_000),
+  host: z.string().default('127.0.0.1'),
+  port: whole(0, 65_535).default(8079),
+  allowAdminCommands: bool.default(false),
+  latencyMs: whole(0, 60_000).default(0),
+  maxBodyBytes: whole(1, 1024 * 1024 * 1024).default(10 * 1024 * 1024),
+  maxPipelineCommands: whole(1, 1_000_000).default(10_000),
+  timeoutMs: whole(100, 600_000).default(30_000),
+  keepaliveMs: whole(100, 600_000).default(15_000),
+  maxDedicatedConnections: whole(1, 100_000).default(1_000),
+  maxReplyBytes: whole(1_024, 1024 * 1024 * 1024).default(32 * 1024 * 1024),
+  maxStreamBufferBytes: whole(1_024, 1024 * 1024 * 1024).default(4 * 1024 * 1024),
+  maxSockets: whole(1, 1_000_000).default(4_096),
   // Above the 60 s idle timeout of the common load balancers, so they never reuse a socket the
   // gateway is closing.
-  idleTimeoutMs: 65_000,
-} as const;
-
-/** First non-empty value among the names (our name first, then SRH's alias). */
-function pick(env: Env, ...names: string[]): { name: string; value: string } | undefined {
-  for (const name of names) {
-    const value = env[name];
-    if (value !== undefined && value.trim() !== '') return { name, value: value.trim() };
+  idleTimeoutMs: whole(100, 3_600_000).default(65_000),
+  logRequests: bool.default(false),
+  logLevel: z.string().transform((v) => v.toLowerCase())
+    .pipe(z.enum(LOG_LEVELS, { error: (iss) => `{where} must be one of ${LOG_LEVELS.join(', ')}, got "${String(iss.input)}"` }))
+    .default('info'),
+  scriptAliasSecret: z.string().optional(),
+  workers: z.string()
+    .refine((v) => v === 'auto' || (/^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 256), { error: (iss) => `{where} must be a whole number from 1 to 256, or auto, got "${String(iss.input)}"` })
+    .transform((v) => (v === 'auto' ? availableParallelism() : Number(v)))
+    .default(1),
+}).superRefine((c, ctx) => {
+  if (c.redisPassword !== undefined && c.redisUser === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'GATEWAY_REDIS_PASSWORD needs GATEWAY_REDIS_USER', input: c });
   }
-  return undefined;
-}
-
-function int(env: Env, fallback: number, min: number, max: number, ...names: string[]): number {
-  const found = pick(env, ...names);
-  if (!found) return fallback;
-  if (!/^\d+$/.test(found.value)) {
-    throw new ConfigError(`${found.name} must be a whole number, got "${found.value}"`);
+  if (typeof c.headersTimeoutMs === 'number' && typeof c.bodyTimeoutMs === 'number' && c.headersTimeoutMs > c.bodyTimeoutMs) {
+    ctx.addIssue({
+      code: 'custom', input: c,
+      message: `GATEWAY_HEADERS_TIMEOUT_MS (${c.headersTimeoutMs}) must not be longer than GATEWAY_BODY_TIMEOUT_MS (${c.bodyTimeoutMs}), which counts the headers too`,
+    });
   }
-  const n = Number(found.value);
-  if (n < min || n > max) throw new ConfigError(`${found.name} must be between ${min} and ${max}, got ${n}`);
-  return n;
-}
-
-function bool(env: Env, fallback: boolean, name: string): boolean {
-  const found = pick(env, name);
-  if (!found) return fallback;
-  const v = found.value.toLowerCase();
-  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
-  if (['0', 'false', 'no', 'off'].includes(v)) return false;
-  throw new ConfigError(`${name} must be true or false, got "${found.value}"`);
-}
+});
 
 /** A Redis URL taken apart: plain, Sentinel (`redis+sentinel://h1:26379,h2:26379/mymaster`) or Cluster (`redis+cluster://h1:7000,h2:7001`). */
 export interface RedisTarget {
@@ -183,33 +286,43 @@ export function checkRedisUrl(url: string, where: string): string {
   return url;
 }
 
-function checkToken(token: unknown, where: string): string {
-  if (typeof token !== 'string' || token.length === 0) throw new ConfigError(`${where}: token must be a non-empty string`);
-  if (/\s/.test(token)) throw new ConfigError(`${where}: token must not contain whitespace`);
-  return token;
+function commandList(field: string) {
+  const error = `{where}${field} must be an array of command names like ["GET", "SCRIPT LOAD"]`;
+  return z.array(z.string({ error }).refine((v) => v.trim() !== '', { error }), { error })
+    .transform((list) => list.map((v) => v.trim().toUpperCase().replace(/\s+/g, ' ')));
 }
 
-function commandList(value: unknown, where: string): string[] | undefined {
-  if (value === undefined) return undefined;
-  if (!Array.isArray(value) || !value.every((v): v is string => typeof v === 'string' && v.trim() !== '')) {
-    throw new ConfigError(`${where} must be an array of command names like ["GET", "SCRIPT LOAD"]`);
-  }
-  return value.map((v) => v.trim().toUpperCase().replace(/\s+/g, ' '));
-}
+/** An entry of our tokens file; `redisUrl` also answers to SRH's and snake-case names. */
+const OUR_ENTRY = z.preprocess(
+  (e) => (isRecord(e) && e['redisUrl'] === undefined ? { ...e, redisUrl: e['redis_url'] ?? e['connection_string'] } : e),
+  z.object({
+    token: token('{where}: token must be a non-empty string'),
+    redisUrl: z.string({ error: '{where}.redisUrl must be a string' }).pipe(redisUrl('.redisUrl')).optional(),
+    readonly: z.boolean({ error: '{where}.readonly must be true or false' }).default(false),
+    name: z.string({ error: '{where}.name must be a string' }).optional(),
+    allow: commandList('.allow').optional(),
+    deny: commandList('.deny').optional(),
+    redisUser: userName('{where}.redisUser').optional(),
+    redisPassword: z.string({ error: '{where}.redisPassword must be a string' }).optional(),
+  }, { error: '{where} must be an object' }).superRefine((e, ctx) => {
+    if (e.redisPassword !== undefined && e.redisUser === undefined) ctx.addIssue({ code: 'custom', message: '{where}.redisPassword needs {where}.redisUser', input: e });
+  }),
+);
 
-/** An operator-managed Redis user; `names` are how the user and password fields are called where they came from. */
-function redisUser(name: unknown, password: unknown, names: { user: string; password: string }): { redisUser?: { name: string; password?: string } } {
-  if (name === undefined) {
-    if (password !== undefined) throw new ConfigError(`${names.password} needs ${names.user}`);
-    return {};
-  }
-  if (typeof name !== 'string' || name === '' || /\s/.test(name)) throw new ConfigError(`${names.user} must be a Redis user name (no whitespace)`);
-  if (password !== undefined && typeof password !== 'string') throw new ConfigError(`${names.password} must be a string`);
-  return { redisUser: { name, ...(password !== undefined ? { password } : {}) } };
-}
+const SRH_SHAPE = '{where} must be {"srh_id", "connection_string", "max_connections"} (SRH shape) or the file must be {"tokens": [...]}';
+const SRH_ENTRY = z.object({
+  srh_id: z.unknown().optional(),
+  connection_string: z.string({ error: SRH_SHAPE }).pipe(redisUrl('.connection_string')),
+}, { error: SRH_SHAPE });
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function parsed<T extends z.ZodType>(schema: T, value: unknown, where: string): z.output<T> {
+  const r = schema.safeParse(value);
+  if (!r.success) throw configError(r.error, () => where);
+  return r.data;
 }
 
 /**
@@ -226,38 +339,27 @@ export function parseTokensFile(text: string, file: string, defaultRedisUrl: str
   }
   if (!isRecord(doc)) throw new ConfigError(`tokens file ${file} must hold a JSON object`);
   const out: TokenPolicy[] = [];
-  if (Array.isArray(doc['tokens'])) {
-    doc['tokens'].forEach((entry: unknown, i: number) => {
-      const where = `tokens file ${file}, tokens[${i}]`;
-      if (!isRecord(entry)) throw new ConfigError(`${where} must be an object`);
-      const token = checkToken(entry['token'], where);
-      const rawUrl = entry['redisUrl'] ?? entry['redis_url'] ?? entry['connection_string'] ?? defaultRedisUrl;
-      if (typeof rawUrl !== 'string') throw new ConfigError(`${where}.redisUrl must be a string`);
-      const readonly = entry['readonly'] ?? false;
-      if (typeof readonly !== 'boolean') throw new ConfigError(`${where}.readonly must be true or false`);
-      const name = entry['name'] ?? `token${i}`;
-      if (typeof name !== 'string') throw new ConfigError(`${where}.name must be a string`);
-      const allow = commandList(entry['allow'], `${where}.allow`);
-      const deny = commandList(entry['deny'], `${where}.deny`);
+  const list = doc['tokens'];
+  if (Array.isArray(list)) {
+    list.forEach((raw: unknown, i: number) => {
+      const e = parsed(OUR_ENTRY, raw, `tokens file ${file}, tokens[${i}]`);
       out.push({
-        name,
-        token,
-        redisUrl: checkRedisUrl(rawUrl, `${where}.redisUrl`),
-        readonly,
-        ...(allow ? { allow } : {}),
-        ...(deny ? { deny } : {}),
-        ...redisUser(entry['redisUser'], entry['redisPassword'], { user: `${where}.redisUser`, password: `${where}.redisPassword` }),
+        name: e.name ?? `token${i}`,
+        token: e.token,
+        redisUrl: e.redisUrl ?? defaultRedisUrl,
+        readonly: e.readonly,
+        ...(e.allow ? { allow: e.allow } : {}),
+        ...(e.deny ? { deny: e.deny } : {}),
+        ...(e.redisUser !== undefined ? { redisUser: { name: e.redisUser, ...(e.redisPassword !== undefined ? { password: e.redisPassword } : {}) } } : {}),
       });
     });
   } else {
-    for (const [token, entry] of Object.entries(doc)) {
+    for (const [key, raw] of Object.entries(doc)) {
       const where = `tokens file ${file}, entry ${out.length}`;
-      checkToken(token, where);
-      if (!isRecord(entry) || typeof entry['connection_string'] !== 'string') {
-        throw new ConfigError(`${where} must be {"srh_id", "connection_string", "max_connections"} (SRH shape) or the file must be {"tokens": [...]}`);
-      }
-      const name = typeof entry['srh_id'] === 'string' ? entry['srh_id'] : `token${out.length}`;
-      out.push({ name, token, redisUrl: checkRedisUrl(entry['connection_string'], `${where}.connection_string`), readonly: false });
+      const t = parsed(token('{where}: token must be a non-empty string'), key, where);
+      const e = parsed(SRH_ENTRY, raw, where);
+      const name = typeof e.srh_id === 'string' ? e.srh_id : `token${out.length}`;
+      out.push({ name, token: t, redisUrl: e.connection_string, readonly: false });
     }
   }
   if (out.length === 0) throw new ConfigError(`tokens file ${file} defines no tokens`);
@@ -266,20 +368,17 @@ export function parseTokensFile(text: string, file: string, defaultRedisUrl: str
 
 /** Builds the configuration from environment variables; throws {@link ConfigError}. */
 export function loadConfig(env: Env): GatewayConfig {
-  const srhMode = pick(env, 'SRH_MODE')?.value.toLowerCase();
-  if (srhMode !== undefined && srhMode !== 'env' && srhMode !== 'file') {
-    throw new ConfigError(`SRH_MODE must be "env" or "file", got "${srhMode}"`);
-  }
-  const redisUrl = checkRedisUrl(pick(env, 'REDIS_URL', 'SRH_CONNECTION_STRING')?.value ?? DEFAULTS.redisUrl, 'REDIS_URL');
-  const tokens: TokenPolicy[] = [];
-  const single = pick(env, 'GATEWAY_TOKEN', 'SRH_TOKEN');
-  if (single) {
-    const user = redisUser(pick(env, 'GATEWAY_REDIS_USER')?.value, pick(env, 'GATEWAY_REDIS_PASSWORD')?.value, { user: 'GATEWAY_REDIS_USER', password: 'GATEWAY_REDIS_PASSWORD' });
-    tokens.push({ name: 'default', token: checkToken(single.value, single.name), redisUrl, readonly: false, ...user });
-  }
+  const { values, from } = resolve(env);
+  const r = ENV.safeParse(values);
+  if (!r.success) throw configError(r.error, (path) => from[path[0] as Setting] ?? String(path[0] ?? ''));
+  const { srhMode, token: single, redisUser, redisPassword, tokensFile: fileVar, ...settings } = r.data;
 
-  let tokensFile = pick(env, 'GATEWAY_TOKENS_FILE', 'SRH_CONFIG_FILE')?.value;
-  if (tokensFile === undefined && srhMode === 'file') tokensFile = 'srh-config/tokens.json';
+  const tokens: TokenPolicy[] = [];
+  if (single !== undefined) {
+    const user = redisUser !== undefined ? { redisUser: { name: redisUser, ...(redisPassword !== undefined ? { password: redisPassword } : {}) } } : {};
+    tokens.push({ name: 'default', token: single, redisUrl: settings.redisUrl, readonly: false, ...user });
+  }
+  const tokensFile = fileVar ?? (srhMode === 'file' ? 'srh-config/tokens.json' : undefined);
   if (tokensFile !== undefined) {
     let text: string;
     try {
@@ -288,7 +387,7 @@ export function loadConfig(env: Env): GatewayConfig {
       const code = isRecord(cause) && typeof cause['code'] === 'string' ? ` (${cause['code']})` : '';
       throw new ConfigError(`cannot read tokens file ${tokensFile}${code}`, { cause });
     }
-    tokens.push(...parseTokensFile(text, tokensFile, redisUrl));
+    tokens.push(...parseTokensFile(text, tokensFile, settings.redisUrl));
   }
   if (tokens.length === 0) {
     throw new ConfigError('no token configured: set GATEWAY_TOKEN (or GATEWAY_TOKENS_FILE, or SRH_TOKEN)');
@@ -298,52 +397,12 @@ export function loadConfig(env: Env): GatewayConfig {
     if (seen.has(t.token)) throw new ConfigError(`token "${t.name}" is defined twice`);
     seen.add(t.token);
   }
-
-  let basePath = pick(env, 'GATEWAY_BASE_PATH')?.value ?? '';
-  basePath = basePath.replace(/\/+$/, '');
-  if (basePath !== '' && !/^\/[\w\-./]*$/.test(basePath)) {
-    throw new ConfigError(`GATEWAY_BASE_PATH must look like /prefix, got "${basePath}"`);
-  }
-
-  const headersTimeoutMs = int(env, DEFAULTS.headersTimeoutMs, 100, 600_000, 'GATEWAY_HEADERS_TIMEOUT_MS');
-  const bodyTimeoutMs = int(env, DEFAULTS.bodyTimeoutMs, 100, 3_600_000, 'GATEWAY_BODY_TIMEOUT_MS');
-  if (headersTimeoutMs > bodyTimeoutMs) {
-    throw new ConfigError(`GATEWAY_HEADERS_TIMEOUT_MS (${headersTimeoutMs}) must not be longer than GATEWAY_BODY_TIMEOUT_MS (${bodyTimeoutMs}), which counts the headers too`);
-  }
-
   return {
-    host: pick(env, 'GATEWAY_HOST')?.value ?? DEFAULTS.host,
-    port: int(env, DEFAULTS.port, 0, 65_535, 'GATEWAY_PORT', 'SRH_PORT'),
-    redisUrl,
+    ...settings,
     tokens,
-    allowAdminCommands: bool(env, false, 'GATEWAY_ALLOW_ADMIN_COMMANDS'),
-    latencyMs: int(env, 0, 0, 60_000, 'GATEWAY_LATENCY_MS'),
-    maxBodyBytes: int(env, DEFAULTS.maxBodyBytes, 1, 1024 * 1024 * 1024, 'GATEWAY_MAX_BODY_BYTES'),
-    maxPipelineCommands: int(env, DEFAULTS.maxPipelineCommands, 1, 1_000_000, 'GATEWAY_MAX_PIPELINE_COMMANDS'),
-    timeoutMs: int(env, DEFAULTS.timeoutMs, 100, 600_000, 'GATEWAY_TIMEOUT_MS'),
-    keepaliveMs: int(env, DEFAULTS.keepaliveMs, 100, 600_000, 'GATEWAY_KEEPALIVE_MS'),
-    basePath,
-    maxDedicatedConnections: int(env, DEFAULTS.maxDedicatedConnections, 1, 100_000, 'GATEWAY_MAX_CONNECTIONS', 'SRH_MAX_CONNECTIONS'),
-    maxReplyBytes: int(env, DEFAULTS.maxReplyBytes, 1_024, 1024 * 1024 * 1024, 'GATEWAY_MAX_REPLY_BYTES'),
-    maxStreamBufferBytes: int(env, DEFAULTS.maxStreamBufferBytes, 1_024, 1024 * 1024 * 1024, 'GATEWAY_MAX_STREAM_BUFFER_BYTES'),
-    maxSockets: int(env, DEFAULTS.maxSockets, 1, 1_000_000, 'GATEWAY_MAX_SOCKETS'),
-    headersTimeoutMs,
-    bodyTimeoutMs,
-    idleTimeoutMs: int(env, DEFAULTS.idleTimeoutMs, 100, 3_600_000, 'GATEWAY_IDLE_TIMEOUT_MS'),
-    logRequests: bool(env, false, 'GATEWAY_LOG_REQUESTS'),
-    scriptAliasSecret: pick(env, 'GATEWAY_SCRIPT_ALIAS_SECRET')?.value
+    scriptAliasSecret: settings.scriptAliasSecret
       ?? createHash('sha256').update(`edge-redis script aliases\0${tokens.map((t) => t.token).sort().join('\0')}`).digest('hex'),
-    workers: workers(env),
   };
-}
-
-function workers(env: Env): number {
-  const raw = pick(env, 'GATEWAY_WORKERS')?.value?.trim();
-  if (raw === undefined || raw === '') return 1;
-  if (raw === 'auto') return availableParallelism();
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > 256) throw new ConfigError(`GATEWAY_WORKERS must be a whole number from 1 to 256, or auto, got "${raw}"`);
-  return n;
 }
 
 /** A Redis URL safe to print: the password is masked. */

@@ -13,10 +13,11 @@ import { Cluster } from 'ioredis';
 import type { Command } from './commands.ts';
 import type { ReplyBudget } from './budget.ts';
 import {
-  connect, corkUntilIdle, DeadlineError, describe, isReplyError, send, toOutcome, UnavailableError, waitReady, withDeadline,
+  connect, corkUntilIdle, DeadlineError, isReplyError, send, toOutcome, UnavailableError, waitReady, withDeadline,
   type Client, type Identity, type Outcome,
 } from './connect.ts';
 import { RequestError } from './commands.ts';
+import { errorCode, type Logger } from './log.ts';
 
 /** Dedicated connections of one upstream, counted across its lanes (GATEWAY_MAX_CONNECTIONS). */
 export class DedicatedCount {
@@ -59,7 +60,7 @@ export interface LaneOptions {
   identity?: Identity;
   dedicated: DedicatedCount;
   slotOf: (cmd: Command) => number;
-  log: (line: string) => void;
+  log: Logger;
   /** Told when the shared connection comes up or goes down (the gateway's own lane reports health). */
   onStatus?: (up: boolean, detail: string) => void;
   /** Told when a connection fails to authenticate (its ACL user may be gone). */
@@ -96,7 +97,7 @@ export class Lane {
       if (isAuthError(err)) this.#o.onAuthFailure?.();
       // A reply without a command, or bytes that are not RESP: the reply order is lost.
       if (err instanceof Error && (/Command queue state error/.test(err.message) || err.name === 'ParserError')) this.retire(client, 'protocol error');
-      this.#o.onStatus?.(false, describe(err));
+      this.#o.onStatus?.(false, errorCode(err));
     });
     client.on('close', () => {
       if (client === this.#shared) this.#o.onStatus?.(false, 'connection closed');
@@ -107,7 +108,7 @@ export class Lane {
   /** Replaces the shared connection if it is still `client` (several requests may report one). */
   retire(client: Client, why: string): void {
     if (client !== this.#shared || this.#closing) return;
-    this.#o.log(`retiring a shared Redis connection (${why}); opening a fresh one`);
+    this.#o.log.warn({ why }, 'retiring a shared Redis connection; opening a fresh one');
     this.#replacing = true;
     this.#shared = this.#openShared();
     client.disconnect();

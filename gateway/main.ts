@@ -5,7 +5,8 @@
  * process becomes the primary of that many gateway processes on the same port (workers.ts).
  */
 import { ConfigError, loadConfig, redactUrl } from './config.ts';
-import { mergeSnapshots, renderSnapshot } from './metrics.ts';
+import { createLogger, errorFields } from './log.ts';
+import { renderSnapshots } from './metrics.ts';
 import { startGateway } from './server.ts';
 import { announceListening, isWorker, runPrimary, workerMetrics } from './workers.ts';
 
@@ -23,34 +24,53 @@ try {
 }
 
 const clustered = config.workers > 1;
+// JSON lines on stdout from here on (log.ts); a misconfiguration above is one plain line on stderr.
+const log = createLogger(config.logLevel);
 const upstreams = [...new Set([config.redisUrl, ...config.tokens.map((t) => t.redisUrl)])].map(redactUrl);
 const details = [
   `${config.tokens.length} token${config.tokens.length === 1 ? '' : 's'}; Redis ${upstreams.join(', ')}`,
   ...(config.allowAdminCommands ? ['admin commands ALLOWED (GATEWAY_ALLOW_ADMIN_COMMANDS=true)'] : []),
   ...(config.latencyMs > 0 ? [`adding ${config.latencyMs} ms to every answer (GATEWAY_LATENCY_MS)`] : []),
 ];
+/** What an operator checks first; never tokens or secrets, Redis URLs with their password masked. */
+const summary = {
+  host: config.host, port: config.port, basePath: config.basePath, redis: upstreams, tokens: config.tokens.length,
+  workers: config.workers, logLevel: config.logLevel, logRequests: config.logRequests, timeoutMs: config.timeoutMs,
+  maxBodyBytes: config.maxBodyBytes, maxPipelineCommands: config.maxPipelineCommands, maxConnections: config.maxDedicatedConnections,
+  maxSockets: config.maxSockets, allowAdminCommands: config.allowAdminCommands, latencyMs: config.latencyMs,
+};
+if (!isWorker()) log.info({ config: summary }, 'starting');
 if (clustered && !isWorker()) {
   runPrimary({
     workers: config.workers,
     details,
-    say: (line) => process.stdout.write(`gateway: ${line}\n`),
-    merge: async (parts) => renderSnapshot(mergeSnapshots(parts)),
+    say: (line) => log.info(line),
+    merge: renderSnapshots,
   });
 } else try {
   let snapshot: (() => unknown) | undefined;
   const metrics = clustered ? workerMetrics(async () => snapshot?.()) : undefined;
-  const gateway = await startGateway(config, metrics ? { metrics } : {});
+  const gateway = await startGateway(config, metrics ? { metrics, logger: log } : { logger: log });
   snapshot = () => gateway.metricsSnapshot();
   if (clustered) announceListening(gateway.url);
-  if (!clustered) process.stdout.write(`gateway: listening on ${gateway.url}\n${details.map((d) => `gateway: ${d}\n`).join('')}`);
+  if (!clustered) {
+    log.info({ url: gateway.url }, `listening on ${gateway.url}`);
+    for (const d of details) log.info(d);
+  }
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    if (!clustered) process.stdout.write(`gateway: ${signal} received, finishing in-flight requests\n`);
+    if (!clustered) log.info({ signal }, `${signal} received, finishing in-flight requests`);
     gateway.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
+      () => {
+        log.info('stopped');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err: errorFields(err) }, 'could not close cleanly');
+        process.exit(1);
+      },
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
@@ -60,5 +80,6 @@ if (clustered && !isWorker()) {
   if (code === 'EADDRINUSE') fail(`port ${config.port} on ${config.host} is already in use (set GATEWAY_PORT)`, 1);
   if (code === 'EADDRNOTAVAIL') fail(`cannot listen on ${config.host} (set GATEWAY_HOST)`, 1);
   if (code === 'EACCES') fail(`not allowed to listen on port ${config.port} (set GATEWAY_PORT)`, 1);
-  fail(`could not start: ${err instanceof Error ? err.message : String(err)}`, 1);
+  log.fatal({ err: errorFields(err) }, 'could not start');
+  process.exit(1);
 }

@@ -10,34 +10,46 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AclUsers } from './acl.ts';
 import { checkCommands, named, parseBatch, parseSingle, RequestError, type Command } from './commands.ts';
 import { redactUrl, type GatewayConfig, type TokenPolicy } from './config.ts';
-import { DeadlineError, describe, isReplyError, UnavailableError, type Outcome } from './connect.ts';
+import { DeadlineError, isReplyError, UnavailableError, type Outcome } from './connect.ts';
 import { errorEntry, errorText, resultEntry } from './encode.ts';
 import { runBatch, runTransaction, type BatchContext } from './execute.ts';
 import { listen, type RunningGateway } from './listen.ts';
+import { createLogger, errorFields, type Logger } from './log.ts';
 import { Metrics, type MetricsSnapshot } from './metrics.ts';
 import { percentDecode, splitTarget } from './paths.ts';
+import { RequestIds } from './request-id.ts';
 import { serveSubscription, type SubscriptionKind } from './sse.ts';
 import { Upstream, type TokenRuntime } from './upstream.ts';
 
 export type { RunningGateway } from './listen.ts';
 
 export interface GatewayOptions {
-  /** Where operational lines go (never tokens, never stack traces). Default: stderr. */
+  /**
+   * Receives each JSON log line (without its newline) instead of stdout; tests read them. Never
+   * tokens, Authorization, command arguments or Redis error text (log.ts).
+   */
   log?: (line: string) => void;
+  /** A logger to use as is (main.ts shares its own); `log` and GATEWAY_LOG_LEVEL are then ignored. */
+  logger?: Logger;
   /** What `/metrics` answers instead of this process's own text (GATEWAY_WORKERS: the whole gateway's). */
   metrics?: () => Promise<string>;
 }
 
 export interface StartedGateway extends RunningGateway {
   /** This process's counts, as data (GATEWAY_WORKERS merges them, workers.ts). */
-  metricsSnapshot(): MetricsSnapshot;
+  metricsSnapshot(): Promise<MetricsSnapshot>;
+  /** This gateway's prom-client registries (process defaults, then its own), e.g. for `AggregatorRegistry.setRegistries`. */
+  readonly metricsRegistries: Metrics['registries'];
 }
 
-type Route = '/' | '/pipeline' | '/multi-exec' | '/subscribe' | '/psubscribe' | 'path' | '/healthz' | '/metrics' | 'other';
+/** How long `/readyz` waits for Redis's PONG: a probe wants a quick no rather than a slow yes. */
+const READY_PING_MS = 500;
+
+type Route = '/' | '/pipeline' | '/multi-exec' | '/subscribe' | '/psubscribe' | 'path' | '/healthz' | '/readyz' | '/metrics' | 'other';
 
 const CORS = {
   'access-control-allow-origin': '*',
-  'access-control-expose-headers': 'upstash-sync-token',
+  'access-control-expose-headers': 'upstash-sync-token, x-request-id',
 };
 
 /**
@@ -70,7 +82,10 @@ class Gateway {
   readonly metrics = new Metrics();
   readonly upstreams = new Map<string, Upstream>();
   readonly #tokens: TokenTable;
-  readonly #log: (line: string) => void;
+  readonly #log: Logger;
+  readonly #ids = new RequestIds();
+  /** The access line's level (`info` with GATEWAY_LOG_REQUESTS, else `debug`), or undefined when that level is off. */
+  readonly #access: 'info' | 'debug' | undefined;
   readonly #bootId = randomBytes(6).toString('hex');
   readonly #streams = new Set<ServerResponse>();
   #seq = 0;
@@ -79,9 +94,11 @@ class Gateway {
 
   readonly #metricsText: (() => Promise<string>) | undefined;
 
-  constructor(config: GatewayConfig, log: (line: string) => void, metricsText?: () => Promise<string>) {
+  constructor(config: GatewayConfig, log: Logger, metricsText?: () => Promise<string>) {
     this.config = config;
     this.#log = log;
+    const access = config.logRequests ? 'info' : 'debug';
+    this.#access = log.isLevelEnabled(access) ? access : undefined;
     this.#metricsText = metricsText;
     this.#tokens = new TokenTable(config.tokens);
     // One password per gateway process for the ACL users it makes (acl.ts).
@@ -90,8 +107,8 @@ class Gateway {
       const tokens = config.tokens.filter((t) => t.redisUrl === url);
       this.upstreams.set(url, new Upstream(url, { tokens, allowAdminCommands: config.allowAdminCommands, acl, log, scriptAliasSecret: config.scriptAliasSecret }));
     }
-    this.metrics.gauge('gateway_sse_streams', () => this.#streams.size);
-    this.metrics.gauge('gateway_redis_up', () => (this.#upstream(config.redisUrl).up ? 1 : 0));
+    this.metrics.gauge('gateway_sse_streams', 'Open Server-Sent Events streams.', () => this.#streams.size);
+    this.metrics.gauge('gateway_redis_up', 'Whether the default Redis answers (1) or not (0).', () => (this.#upstream(config.redisUrl).up ? 1 : 0), 'min');
   }
 
   #upstream(url: string): Upstream {
@@ -112,7 +129,8 @@ class Gateway {
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
     let route: Route = 'other';
-    const headers: Record<string, string> = { ...CORS, 'upstash-sync-token': `${this.#bootId}-${++this.#seq}` };
+    const reqId = this.#ids.from(req.headers['x-request-id']);
+    const headers: Record<string, string> = { ...CORS, 'upstash-sync-token': `${this.#bootId}-${++this.#seq}`, 'x-request-id': reqId };
     const deadline = Date.now() + this.config.timeoutMs;
     const write = (status: number, body: string, contentType: string) => {
       if (res.headersSent || res.destroyed) return;
@@ -161,10 +179,25 @@ class Gateway {
         }
         return;
       }
+      if (path === '/readyz' && method === 'GET') {
+        // Readiness, for load balancers: not while shutting down, and only when Redis answers soon.
+        route = '/readyz';
+        if (this.closing) {
+          await send(503, JSON.stringify({ status: 'unavailable', ready: false, reason: 'shutting down' }));
+          return;
+        }
+        try {
+          await this.#upstream(this.config.redisUrl).ping(Math.min(READY_PING_MS, this.config.timeoutMs));
+          await send(200, JSON.stringify({ status: 'ok', ready: true, redis: 'up' }));
+        } catch {
+          await send(503, JSON.stringify({ status: 'unavailable', ready: false, redis: 'down', reason: 'Redis does not answer' }));
+        }
+        return;
+      }
       if (path === '/metrics' && method === 'GET') {
         route = '/metrics';
-        const text = this.#metricsText ? await this.#metricsText() : this.metrics.render();
-        await send(200, text, 'text/plain; version=0.0.4; charset=utf-8');
+        const text = this.#metricsText ? await this.#metricsText() : await this.metrics.render();
+        await send(200, text, this.metrics.contentType);
         return;
       }
       if (method !== 'POST' && method !== 'GET') throw new RequestError(405, `ERR method ${method} is not supported; use POST`);
@@ -253,17 +286,17 @@ class Gateway {
       } else if (err instanceof DeadlineError) {
         await send(504, errorEntry(`ERR gateway deadline of ${this.config.timeoutMs} ms passed before Redis answered`));
       } else if (err instanceof UnavailableError) {
-        this.#log(`request failed: Redis unavailable (${describe(err.cause ?? err)})`);
+        this.#log.error({ reqId, route, err: errorFields(err.cause ?? err) }, 'request failed: Redis unavailable');
         await send(503, errorEntry('ERR Redis is unavailable: the gateway cannot reach it right now; try again'));
       } else if (req.destroyed || isAborted(err)) {
         // The client went away (or a body timeout closed its socket): nobody to answer.
       } else {
-        this.#log(`request failed: internal error (${describe(err)})`);
+        this.#log.error({ reqId, route, err: errorFields(err) }, 'request failed: internal error');
         await send(500, errorEntry('ERR internal gateway error'));
       }
     } finally {
       if (!this.#streams.has(res)) this.metrics.request(route, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9);
-      if (this.config.logRequests) this.#log(`${req.method} ${route} ${res.statusCode}`);
+      if (this.#access) this.#log[this.#access]({ reqId, method: req.method, route, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'request');
     }
   }
 
@@ -339,7 +372,7 @@ function isAborted(err: unknown): boolean {
 
 /** Starts the gateway; resolves once it listens. Port 0 picks a free port. */
 export async function startGateway(config: GatewayConfig, options: GatewayOptions = {}): Promise<StartedGateway> {
-  const log = options.log ?? ((line: string) => process.stderr.write(`[gateway] ${line}\n`));
+  const log = options.logger ?? createLogger(config.logLevel, options.log);
   const gateway = new Gateway(config, log, options.metrics);
   await Promise.all([...gateway.upstreams.values()].map((u) => u.ready(2_000)));
   const running = await listen(config, {
@@ -350,5 +383,5 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
     },
     onClosed: () => gateway.close(),
   });
-  return { ...running, metricsSnapshot: () => gateway.metrics.snapshot() };
+  return { ...running, metricsSnapshot: () => gateway.metrics.snapshot(), metricsRegistries: gateway.metrics.registries };
 }

@@ -15,8 +15,9 @@ import { AclUsers, aclUserName } from './acl.ts';
 import type { Command } from './commands.ts';
 import { parseCommandTable, versionOf, type CommandTable } from './command-table.ts';
 import { parseRedisUrl, redactUrl, type TokenPolicy } from './config.ts';
-import { connect, describe, isCluster, isReplyError, UnavailableError, waitReady, withDeadline, type Client, type Identity } from './connect.ts';
+import { connect, isCluster, isReplyError, UnavailableError, waitReady, withDeadline, type Client, type Identity } from './connect.ts';
 import { DedicatedCount, Lane } from './lane.ts';
+import { errorFields, type Logger } from './log.ts';
 import { compilePolicy, isRestricted, type CompiledPolicy } from './policy.ts';
 import { ALIAS_KEY, ALIAS_LIMIT, ALIAS_WRITE, ScriptAliases } from './scripts.ts';
 
@@ -48,7 +49,7 @@ export interface UpstreamOptions {
   tokens: readonly TokenPolicy[];
   allowAdminCommands: boolean;
   acl: AclUsers;
-  log: (line: string) => void;
+  log: Logger;
   /** Signs the script aliases this Redis holds (scripts.ts). */
   scriptAliasSecret: string;
 }
@@ -112,7 +113,8 @@ export class Upstream {
   #setUp(up: boolean, detail: string): void {
     if (up === this.#up || this.#closing) return;
     this.#up = up;
-    this.#o.log(`redis ${redactUrl(this.url)} is ${up ? 'up' : `down (${detail})`}`);
+    if (up) this.#o.log.info({ redis: redactUrl(this.url) }, 'redis is up');
+    else this.#o.log.error({ redis: redactUrl(this.url), err: detail }, 'redis is down');
   }
 
   /** The runtime of `token`, or undefined until the command table has been read. */
@@ -134,7 +136,7 @@ export class Upstream {
       return;
     }
     this.#refreshing = this.#build()
-      .catch((err: unknown) => this.#o.log(`could not read Redis's command table (${describe(err)}); will retry on reconnect`))
+      .catch((err: unknown) => this.#o.log.warn({ redis: redactUrl(this.url), err: errorFields(err) }, "could not read Redis's command table; will retry on reconnect"))
       .finally(() => {
         this.#refreshing = undefined;
         if (this.#again && !this.#closing) {
@@ -182,12 +184,12 @@ export class Upstream {
         used.add(laneName);
       }
       if (policy.unknownNames.length > 0 && this.#table === undefined) {
-        this.#o.log(`token "${token.name}": ${policy.unknownNames.join(', ')} in its allow/deny list ${policy.unknownNames.length === 1 ? 'is' : 'are'} not a command Redis ${table.version} knows`);
+        this.#o.log.warn({ tokenName: token.name, unknown: policy.unknownNames, redisVersion: table.version }, `token "${token.name}": ${policy.unknownNames.join(', ')} in its allow/deny list ${policy.unknownNames.length === 1 ? 'is' : 'are'} not a command Redis ${table.version} knows`);
       }
       runtimes.set(token, { policy, lane, admin: this.admin, db: this.#db });
     }
     if (noAcl.length > 0) {
-      this.#o.log(`the gateway's Redis user may not run ACL SETUSER, so scripts are refused for the restricted token(s) ${noAcl.join(', ')} (see the README: "Policy inside scripts")`);
+      this.#o.log.warn(`the gateway's Redis user may not run ACL SETUSER, so scripts are refused for the restricted token(s) ${noAcl.join(', ')} (see the README: "Policy inside scripts")`);
     }
     this.#table = table;
     this.#runtimes = runtimes;
@@ -223,10 +225,10 @@ export class Upstream {
       for (const cmd of ['SCRIPT', 'FUNCTION']) {
         try {
           await node.call(cmd, 'KILL');
-          this.#o.log(`killed a ${cmd === 'SCRIPT' ? 'script' : 'function'} that outlived its request's deadline`);
+          this.#o.log.warn(`killed a ${cmd === 'SCRIPT' ? 'script' : 'function'} that outlived its request's deadline`);
         } catch (err) {
           if (isReplyError(err) && /^UNKILLABLE/.test(err.message)) {
-            this.#o.log('a script that outlived its request has already written, so Redis cannot kill it: Redis answers BUSY until it ends (only SHUTDOWN NOSAVE stops it)');
+            this.#o.log.warn('a script that outlived its request has already written, so Redis cannot kill it: Redis answers BUSY until it ends (only SHUTDOWN NOSAVE stops it)');
           }
           // NOTBUSY: nothing (or not this kind) was running.
         }

@@ -1,13 +1,13 @@
 /**
  * `npm run docs:gateway`: regenerates the gateway's command lists in README.md from a Redis
- * command table (gateway/command-docs.ts). It starts a private redis-server on a free port (or
+ * command table, and its endpoints table (/healthz, /readyz, /metrics), both from gateway/command-docs.ts. It starts a private redis-server on a free port (or
  * reads `REDIS_URL`), asks it `COMMAND` and `INFO server`, and rewrites the block between the
  * markers. test/gateway/command-docs.test.ts fails when the block is stale.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { currentBlock, renderCommandLists, replaceBlock } from '../gateway/command-docs.ts';
+import { currentBlock, ENDPOINTS_BEGIN, ENDPOINTS_END, renderCommandLists, renderEndpoints, replaceBlock } from '../gateway/command-docs.ts';
 import { parseCommandTable, versionOf } from '../gateway/command-table.ts';
 import { redactUrl } from '../gateway/config.ts';
 import { startRedisServer, type RedisProcess } from '../test/support/redis-process.ts';
@@ -33,12 +33,13 @@ async function main(): Promise<void> {
     const table = parseCommandTable(await redis.call('COMMAND'), versionOf(String(await redis.call('INFO', 'server'))));
     const readme = readFileSync(README, 'utf8');
     const block = renderCommandLists(table);
-    if (currentBlock(readme) === block) {
-      say(`README.md is up to date (Redis ${table.version}, ${table.commands.size} commands)`);
+    const endpoints = renderEndpoints();
+    if (currentBlock(readme) === block && currentBlock(readme, ENDPOINTS_BEGIN, ENDPOINTS_END) === endpoints) {
+      say(`README.md is up to date (Redis ${table.version}, ${table.commands.size} commands; endpoints)`);
       return;
     }
-    writeFileSync(README, replaceBlock(readme, block));
-    say(`rewrote the command lists in README.md from Redis ${table.version} (${table.commands.size} commands)`);
+    writeFileSync(README, replaceBlock(replaceBlock(readme, block), endpoints, ENDPOINTS_BEGIN, ENDPOINTS_END));
+    say(`rewrote the command lists (Redis ${table.version}, ${table.commands.size} commands) and the endpoints table in README.md`);
   } finally {
     redis.disconnect();
     await server?.stop();

@@ -44,7 +44,8 @@ export async function childGateway(env: Record<string, string>): Promise<ChildGa
     const timer = setTimeout(() => reject(new Error(`the gateway did not start: ${output.join('\n')}`)), 10_000);
     const onData = (chunk: Buffer) => {
       output.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-      const m = /listening on (http:\/\/\S+)/.exec(output.join('\n'));
+      // The listening line is JSON: the URL ends at a quote.
+      const m = /listening on (http:\/\/[^\s"]+)/.exec(output.join('\n'));
       if (m?.[1]) {
         clearTimeout(timer);
         resolve(m[1]);
