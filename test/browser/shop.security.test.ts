@@ -15,6 +15,14 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
 import { launchChromium } from './stack.ts';
 
+// What the pages of this file put on `window` (read back through page.evaluate).
+declare global {
+  interface Window {
+    cspViolations: string[];
+    fire(): Promise<string>;
+  }
+}
+
 const app = inject('appUrl');
 let browser: Browser;
 /** Another origin on the same site as the app: a page the shopper happens to visit. */
@@ -91,7 +99,7 @@ describe('the shop in Chromium: security', () => {
     expect(await page.locator('#products li').count()).toBe(20);
     const ran = await page.evaluate(() => ({ inline: 'inlineRan' in window, attribute: 'attributeRan' in window }));
     expect(ran).toEqual({ inline: false, attribute: false });
-    const violations = await page.evaluate(() => (window as unknown as { cspViolations: string[] }).cspViolations);
+    const violations = await page.evaluate(() => window.cspViolations);
     expect(violations).toEqual(expect.arrayContaining([
       'script-src-elem inline',
       'script-src-attr inline',
@@ -124,7 +132,7 @@ describe('the shop in Chromium: security', () => {
     await other.goto(attackerUrl);
     // A no-cors fetch: the page cannot read the answer, the browser's network stack can.
     const fetched = other.waitForResponse(`${app}/auth/logout`);
-    expect(await other.evaluate(() => (window as unknown as { fire: () => Promise<string> }).fire())).toBe('sent');
+    expect(await other.evaluate(() => window.fire())).toBe('sent');
     const fetchAnswer = await fetched;
     // 403, not 204: the guard refuses only requests that carry the session cookie (one without it
     // logs nobody out and passes), so the browser did send it along, as SameSite=Lax lets it on one site.

@@ -14,6 +14,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
+import { watchChild } from '../support/child-output.ts';
 import { freePort } from '../support/redis-process.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -71,8 +72,8 @@ export async function startDevStack(): Promise<DevStack> {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: false,
   });
-  const output: string[] = [];
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // The tail is what a failure message shows.
+  const { output, exited, ready } = watchChild(child, 'npm run dev', (line) => (line.startsWith('dev: ready:') ? true : undefined), 120_000, 200);
   // A test process that exits without stopping the stack (a crash in setup) takes it along: dev.ts
   // stops its redis-server, gateway and wrangler on SIGTERM.
   const orphaned = () => child.kill('SIGTERM');
@@ -87,24 +88,7 @@ export async function startDevStack(): Promise<DevStack> {
   };
   const url = `http://127.0.0.1:${appPort}`;
   try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`npm run dev did not get ready in 120 s:\n${output.slice(-30).join('\n')}`)), 120_000);
-      const onData = (chunk: Buffer) => {
-        const lines = chunk.toString('utf8').split('\n').filter(Boolean);
-        output.push(...lines);
-        output.splice(0, Math.max(0, output.length - 200)); // the tail is what a failure message shows
-        if (lines.some((l) => l.startsWith('dev: ready:'))) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      child.stdout?.on('data', onData);
-      child.stderr?.on('data', onData);
-      void exited.then((code) => {
-        clearTimeout(timer);
-        reject(new Error(`npm run dev exited (${code}) before it was ready:\n${output.slice(-30).join('\n')}`));
-      });
-    });
+    await ready;
   } catch (err) {
     await stop();
     throw err;

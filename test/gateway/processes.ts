@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { watchChild } from '../support/child-output.ts';
 import { startRedisServer, type RedisProcess } from '../support/redis-process.ts';
 import { privateGateway, tokensFile, type PrivateGateway, type Target } from './helpers.ts';
 
@@ -38,23 +39,9 @@ export async function childGateway(env: Record<string, string>): Promise<ChildGa
     env: { ...inherited, GATEWAY_HOST: '127.0.0.1', ...env, GATEWAY_TOKEN: token, GATEWAY_PORT: '0' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const output: string[] = [];
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the gateway did not start: ${output.join('\n')}`)), 10_000);
-    const onData = (chunk: Buffer) => {
-      output.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-      // The listening line is JSON: the URL ends at a quote.
-      const m = /listening on (http:\/\/[^\s"]+)/.exec(output.join('\n'));
-      if (m?.[1]) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    void exited.then(() => reject(new Error(`the gateway exited: ${output.join('\n')}`)));
-  });
+  // The listening line is JSON: the URL ends at a quote.
+  const { output, exited, ready } = watchChild(child, 'the gateway', (line) => /listening on (http:\/\/[^\s"]+)/.exec(line)?.[1], 10_000);
+  const url = await ready;
   const pid = child.pid ?? 0;
   return {
     url,
