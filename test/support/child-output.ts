@@ -2,9 +2,27 @@
  * Watching a child process start: its stdout and stderr as whole lines (a line split across two
  * chunks is joined again), and a promise that settles when a line says it is ready, when it exits
  * first, or when it takes too long. Shared by the gateway's child-process tests
- * (test/gateway/processes.ts) and the browser suite's `npm run dev` (test/browser/stack.ts).
+ * (test/gateway/processes.ts), the browser suite's `npm run dev` (test/browser/stack.ts) and, for its
+ * lines only, redis-server (test/support/redis-process.ts).
  */
 import type { ChildProcess } from 'node:child_process';
+
+/**
+ * Calls `onLine` for each non-empty line the child prints on stdout or stderr, whole: a line split
+ * across two chunks (or a UTF-8 character split across two) is joined again before it is passed on.
+ */
+export function onLines(child: ChildProcess, onLine: (line: string) => void): void {
+  for (const stream of [child.stdout, child.stderr]) {
+    if (!stream) continue;
+    stream.setEncoding('utf8');
+    let partial = '';
+    stream.on('data', (chunk: string) => {
+      const lines = (partial + chunk).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) if (line) onLine(line);
+    });
+  }
+}
 
 export interface WatchedChild<T> {
   /** The lines printed so far (the last `keep`). */
@@ -30,25 +48,16 @@ export function watchChild<T>(child: ChildProcess, what: string, ready: (line: s
       settled = true;
       reject(new Error(`${what} was not ready in ${timeoutMs / 1000} s:\n${tail()}`));
     }, timeoutMs);
-    const reader = () => {
-      let partial = '';
-      return (chunk: Buffer) => {
-        const lines = (partial + chunk.toString('utf8')).split('\n');
-        partial = lines.pop() ?? '';
-        for (const line of lines.filter(Boolean)) {
-          output.push(line);
-          if (output.length > keep) output.shift();
-          const value = settled ? undefined : ready(line);
-          if (value !== undefined) {
-            settled = true;
-            clearTimeout(timer);
-            resolve(value);
-          }
-        }
-      };
-    };
-    child.stdout?.on('data', reader());
-    child.stderr?.on('data', reader());
+    onLines(child, (line) => {
+      output.push(line);
+      if (output.length > keep) output.shift();
+      const value = settled ? undefined : ready(line);
+      if (value !== undefined) {
+        settled = true;
+        clearTimeout(timer);
+        resolve(value);
+      }
+    });
     void exited.then((code) => {
       clearTimeout(timer);
       if (!settled) reject(new Error(`${what} exited (${code}) before it was ready:\n${tail()}`));

@@ -9,6 +9,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { connect, createServer, Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { onLines } from './child-output.ts';
 
 /** A redis-server this process started. */
 export interface RedisProcess {
@@ -92,12 +93,10 @@ function spawnRedis(port: number, output: string[], dir: string | undefined): Sp
     ['--port', String(port), '--bind', '127.0.0.1', ...storage, '--daemonize', 'no', '--loglevel', 'warning'],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  const keep = (chunk: Buffer) => {
-    output.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-    output.splice(0, Math.max(0, output.length - 20));
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
+  onLines(child, (line) => {
+    output.push(line);
+    if (output.length > 20) output.shift();
+  });
   // A server someone forgot to stop must not keep the test process alive; the exit hook kills it.
   child.unref();
   // With stdio 'pipe' the streams are sockets, which hold the event loop until unref'd.
