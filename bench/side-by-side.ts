@@ -1,6 +1,6 @@
 /**
  * `npm run bench:gateway:compare`: the gateway beside a floor, webdis and redis-benchmark, each
- * server in its own process, against one private redis-server, measured by autocannon.
+ * server in its own process, against one private redis-server, measured by autocannon and wrk.
  *
  * Servers (each a child process, so none shares an event loop with the load generator or another):
  * - `gateway`: `node gateway/main.ts` (GATEWAY_LATENCY_MS=0)
@@ -8,14 +8,17 @@
  * - `floor`: bench/floor-proxy.ts, node:http + ioredis with nothing else: what Node + ioredis cost
  * - `webdis`: when on PATH, single GET only (`GET /GET/<key>`)
  * - `redis-benchmark`: when on PATH, direct TCP GET at -P 1 and -P 100 (c=32), no HTTP at all
- * The load generator is the autocannon CLI (`-j`), one child per cell. Weighed: wrk (C, faster,
- * but needs Lua for POST bodies and prints text to parse) vs autocannon (npm, JSON out): autocannon.
+ * The load generators (bench/loadgen.ts), one child per cell: the autocannon CLI (npm, runs anywhere)
+ * and wrk when on PATH (C, far cheaper per request, so on a small machine more of the cores are left
+ * to the servers). Each row says which one measured it; ratios compare rows of the same generator.
  *
  * Environment: `BENCH_DURATION_S` (default 5) per cell, `BENCH_CONCURRENCY` (default `1,8,32`),
  * `BENCH_GATEWAY_WORKERS` (default 2): GATEWAY_WORKERS of `gateway-workers` and webdis's threads,
+ * `BENCH_WARMUP_S` (default 2) unmeasured load per server and workload first,
  * `BENCH_ROUNDS` (default 1) alternating rounds per cell, the median kept (use 3+ on a busy machine),
  * `BENCH_WORKLOADS` (subset of `get,pipeline10,pipeline100,multiexec10`), `BENCH_CPU_PROF=<dir>`
- * runs the gateway under `node --cpu-prof --cpu-prof-dir=<dir>` (profile written on exit).
+ * runs the gateway under `node --cpu-prof --cpu-prof-dir=<dir>` (profile written on exit),
+ * `BENCH_LOADGEN` (default `autocannon,wrk`, wrk dropped when not on PATH), `BENCH_WRK_THREADS` (1).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,16 +27,22 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { freePort, startRedisServer } from '../test/support/redis-process.ts';
-import { envConcurrencies, envWorkloads, fmtInt, fmtMs, machineDescription, say, table } from './common.ts';
+import { envConcurrencies, envList, envWorkloads, fmtInt, fmtMs, machineDescription, say, table } from './common.ts';
+import { measure, type LoadGen } from './loadgen.ts';
 
 const TOKEN = 'bench-token';
 const KEY = 'bench:sbs:k';
 const ROOT = join(import.meta.dirname, '..');
+const LOADGENS: readonly LoadGen[] = ['autocannon', 'wrk'];
 const duration = Number(process.env['BENCH_DURATION_S'] ?? 5);
 if (!Number.isFinite(duration) || duration <= 0) throw new Error(`BENCH_DURATION_S must be a positive number, got "${process.env['BENCH_DURATION_S']}"`);
 /** GATEWAY_WORKERS of the second gateway, and webdis's thread count: the same for both. */
 const workers = Number(process.env['BENCH_GATEWAY_WORKERS'] ?? 2);
 if (!Number.isInteger(workers) || workers < 2) throw new Error(`BENCH_GATEWAY_WORKERS must be a whole number ≥ 2, got "${process.env['BENCH_GATEWAY_WORKERS']}"`);
+/** Unmeasured load per server before each workload, so V8 has compiled the hot path (cold, a Node
+ * server runs at about half speed for its first second or two; webdis and redis have nothing to warm). */
+const warmup = Number(process.env['BENCH_WARMUP_S'] ?? 2);
+if (!Number.isFinite(warmup) || warmup < 0) throw new Error(`BENCH_WARMUP_S must be a number ≥ 0, got "${process.env['BENCH_WARMUP_S']}"`);
 const rounds = Number(process.env['BENCH_ROUNDS'] ?? 1);
 if (!Number.isInteger(rounds) || rounds <= 0) throw new Error(`BENCH_ROUNDS must be a positive whole number, got "${process.env['BENCH_ROUNDS']}"`);
 
@@ -41,7 +50,7 @@ type ServerName = 'gateway' | 'gateway-workers' | 'floor' | 'webdis';
 interface Server { name: ServerName; url: string; child: ChildProcess }
 interface Request { method: 'GET' | 'POST'; path: string; body?: string }
 interface Workload { name: string; commands: number; request(server: ServerName): Request | undefined }
-interface Row { server: string; workload: string; conc: number; rps: number; cps: number; p50: number; p99: number }
+interface Row { server: string; loadgen: string; workload: string; conc: number; rps: number; cps: number; p50: number; p99: number }
 
 const gets = (n: number) => JSON.stringify(Array.from({ length: n }, () => ['GET', KEY]));
 const WORKLOADS: Workload[] = [
@@ -83,36 +92,6 @@ async function stopServer(s: Server): Promise<void> {
   await Promise.race([exited, sleep(5_000).then(() => s.child.kill('SIGKILL'))]);
 }
 
-interface AutocannonJson {
-  requests: { average: number };
-  latency: { p50: number; p99: number };
-  non2xx: number;
-  errors: number;
-}
-
-function isAutocannonJson(v: unknown): v is AutocannonJson {
-  return typeof v === 'object' && v !== null && 'requests' in v && 'latency' in v && 'non2xx' in v;
-}
-
-/** One autocannon child: `conc` connections (one request in flight each) for `duration` s. */
-function autocannon(url: string, req: Request, conc: number, tmp: string): AutocannonJson {
-  const args = ['-j', '-c', String(conc), '-d', String(duration), '-m', req.method, '-H', `Authorization=Bearer ${TOKEN}`];
-  if (req.body !== undefined) {
-    // `-i <file>`, not `-b <body>`: the CLI mangles a `-b` body of nested arrays (every request a 400).
-    const file = join(tmp, 'body.json');
-    writeFileSync(file, req.body);
-    args.push('-H', 'Content-Type=application/json', '-i', file);
-  }
-  args.push(url + req.path);
-  const out = spawnSync(join(ROOT, 'node_modules/.bin/autocannon'), args, { encoding: 'utf8', maxBuffer: 16 * 2 ** 20 });
-  if (out.error) throw new Error(`autocannon could not start (run npm install): ${out.error.message}`, { cause: out.error });
-  if (out.status !== 0) throw new Error(`autocannon failed (${out.status}): ${out.stderr.slice(-500)}`);
-  const parsed: unknown = JSON.parse(out.stdout);
-  if (!isAutocannonJson(parsed)) throw new Error('autocannon printed JSON without requests/latency');
-  if (parsed.non2xx > 0 || parsed.errors > 0) throw new Error(`${url + req.path}: ${parsed.non2xx} non-2xx, ${parsed.errors} errors`);
-  return parsed;
-}
-
 /** redis-benchmark GET at `pipeline` depth, c=32: requests/s (= commands/s) and p50/p99 ms. */
 function redisBenchmark(port: number, pipeline: number): Row {
   const n = pipeline === 1 ? 200_000 : 2_000_000;
@@ -123,11 +102,12 @@ function redisBenchmark(port: number, pipeline: number): Row {
   const cells = line?.split(',').map((c) => Number(c.replaceAll('"', '')));
   if (cells === undefined || cells.length < 7) throw new Error(`could not parse redis-benchmark output: ${out.stdout.slice(0, 300)}`);
   const cps = cells[1] ?? Number.NaN;
-  return { server: 'redis-benchmark (TCP)', workload: pipeline === 1 ? 'get' : `pipeline${pipeline}`, conc: 32, rps: cps / pipeline, cps, p50: cells[4] ?? Number.NaN, p99: cells[6] ?? Number.NaN };
+  return { server: 'redis-benchmark (TCP)', loadgen: '', workload: pipeline === 1 ? 'get' : `pipeline${pipeline}`, conc: 32, rps: cps / pipeline, cps, p50: cells[4] ?? Number.NaN, p99: cells[6] ?? Number.NaN };
 }
 
 async function main(): Promise<void> {
   const concs = envConcurrencies('1,8,32');
+  const gens = envLoadGens();
   const workloads = envWorkloads(WORKLOADS);
   say(`machine: ${machineDescription()}; ${duration} s per cell; other processes on this machine add noise`);
   const redisProc = await startRedisServer();
@@ -164,25 +144,36 @@ async function main(): Promise<void> {
       servers.push(await startServer('webdis', 'webdis', [conf], {}, `http://127.0.0.1:${webdisPort}`));
     } else say('webdis not on PATH: skipped');
 
-    for (const w of workloads) {
-      for (const conc of concs) {
-        // Rounds alternate the servers (A B C A B C …) and each server's median round is kept, so
-        // a burst of other work on this machine skews one round of one server, not the ratio.
-        const runs = new Map<string, Row[]>();
-        for (let round = 1; round <= rounds; round++) {
+    for (const gen of gens) {
+      for (const w of workloads) {
+        if (warmup > 0) {
+          const top = Math.max(...concs);
           for (const s of servers) {
             const req = w.request(s.name);
             if (req === undefined) continue;
-            say(`${s.name} ${w.name} c=${conc}: autocannon ${duration} s${rounds > 1 ? ` (round ${round}/${rounds})` : ''}`);
-            const r = autocannon(s.url, req, conc, tmp);
-            const row: Row = { server: s.name, workload: w.name, conc, rps: r.requests.average, cps: r.requests.average * w.commands, p50: r.latency.p50, p99: r.latency.p99 };
-            runs.set(s.name, [...(runs.get(s.name) ?? []), row]);
+            say(`${s.name} ${w.name}: warming up, ${gen} c=${top} for ${warmup} s (not measured)`);
+            measure(gen, s.url, { ...req, token: TOKEN }, top, warmup, tmp);
           }
         }
-        for (const list of runs.values()) {
-          const sorted = [...list].sort((a, b) => a.rps - b.rps);
-          const median = sorted[Math.floor((sorted.length - 1) / 2)];
-          if (median) rows.push({ ...median, p99: [...list].map((r) => r.p99).sort((a, b) => a - b)[Math.floor((list.length - 1) / 2)] ?? median.p99 });
+        for (const conc of concs) {
+          // Rounds alternate the servers (A B C A B C …) and each server's median round is kept, so
+          // a burst of other work on this machine skews one round of one server, not the ratio.
+          const runs = new Map<string, Row[]>();
+          for (let round = 1; round <= rounds; round++) {
+            for (const s of servers) {
+              const req = w.request(s.name);
+              if (req === undefined) continue;
+              say(`${s.name} ${w.name} c=${conc}: ${gen} ${duration} s${rounds > 1 ? ` (round ${round}/${rounds})` : ''}`);
+              const r = measure(gen, s.url, { ...req, token: TOKEN }, conc, duration, tmp);
+              const row: Row = { server: s.name, loadgen: gen, workload: w.name, conc, rps: r.rps, cps: r.rps * w.commands, p50: r.p50, p99: r.p99 };
+              runs.set(s.name, [...(runs.get(s.name) ?? []), row]);
+            }
+          }
+          for (const list of runs.values()) {
+            const sorted = [...list].sort((a, b) => a.rps - b.rps);
+            const median = sorted[Math.floor((sorted.length - 1) / 2)];
+            if (median) rows.push({ ...median, p99: [...list].map((r) => r.p99).sort((a, b) => a - b)[Math.floor((list.length - 1) / 2)] ?? median.p99 });
+          }
         }
       }
     }
@@ -196,27 +187,43 @@ async function main(): Promise<void> {
     rmSync(tmp, { recursive: true, force: true });
   }
 
-  const find = (server: string, workload: string, conc: number) => rows.find((r) => r.server === server && r.workload === workload && r.conc === conc);
+  const find = (server: string, loadgen: string, workload: string, conc: number) =>
+    rows.find((r) => r.server === server && r.loadgen === loadgen && r.workload === workload && r.conc === conc);
   const ratio = (a: number, b: number | undefined) => (b === undefined || b === 0 ? '' : `${(a / b).toFixed(2)}×`);
   const body = rows.map((r) => [
-    r.server, r.workload, String(r.conc), fmtInt(r.rps), fmtInt(r.cps), fmtMs(r.p50), fmtMs(r.p99),
-    r.server === 'floor' ? '' : ratio(r.cps, find('floor', r.workload, r.conc)?.cps),
-    r.workload === 'get' && r.server !== 'webdis' ? ratio(r.cps, find('webdis', 'get', r.conc)?.cps) : '',
+    r.server, r.loadgen, r.workload, String(r.conc), fmtInt(r.rps), fmtInt(r.cps), fmtMs(r.p50), fmtMs(r.p99),
+    r.server === 'floor' || r.loadgen === '' ? '' : ratio(r.cps, find('floor', r.loadgen, r.workload, r.conc)?.cps),
+    r.workload === 'get' && r.server !== 'webdis' && r.loadgen !== '' ? ratio(r.cps, find('webdis', r.loadgen, 'get', r.conc)?.cps) : '',
   ]);
-  say('done; ratios are cmd/s over the floor (same workload and c) and over webdis (single GET)');
-  process.stdout.write(`\n${table(['server', 'workload', 'conc', 'req/s', 'cmd/s', 'p50 ms', 'p99 ms', '/ floor', '/ webdis'], body, 2)}\n`);
+  say('done; ratios are cmd/s over the floor (same generator, workload and c) and over webdis (single GET)');
+  process.stdout.write(`\n${table(['server', 'load', 'workload', 'conc', 'req/s', 'cmd/s', 'p50 ms', 'p99 ms', '/ floor', '/ webdis'], body, 3)}\n`);
 
-  const gwGet = find('gateway', 'get', 32), flGet = find('floor', 'get', 32);
-  const gw100 = find('gateway', 'pipeline100', 32), fl100 = find('floor', 'pipeline100', 32);
-  const targets: string[] = [];
-  if (gwGet && flGet) {
-    targets.push(`single GET c=32: gateway ${((100 * gwGet.rps) / flGet.rps).toFixed(0)}% of floor req/s (target ≥ 80%)`);
-    targets.push(`p99 c=32: gateway ${(gwGet.p99 / flGet.p99).toFixed(2)}× floor (target ≤ 1.2×)`);
+  for (const gen of gens) {
+    const gwGet = find('gateway', gen, 'get', 32), flGet = find('floor', gen, 'get', 32);
+    const gw100 = find('gateway', gen, 'pipeline100', 32), fl100 = find('floor', gen, 'pipeline100', 32);
+    const targets: string[] = [];
+    if (gwGet && flGet) {
+      targets.push(`single GET c=32: gateway ${((100 * gwGet.rps) / flGet.rps).toFixed(0)}% of floor req/s (target ≥ 80%)`);
+      targets.push(`p99 c=32: gateway ${(gwGet.p99 / flGet.p99).toFixed(2)}× floor (target ≤ 1.2×)`);
+    }
+    const gwwGet = find('gateway-workers', gen, 'get', 32), wdGet = find('webdis', gen, 'get', 32);
+    if (gwwGet && wdGet) targets.push(`single GET c=32, GATEWAY_WORKERS=${workers}: ${((100 * gwwGet.rps) / wdGet.rps).toFixed(0)}% of webdis with ${workers} threads (target ≥ 50%)`);
+    if (gw100 && fl100) targets.push(`pipeline100 c=32: gateway ${((100 * gw100.cps) / fl100.cps).toFixed(0)}% of floor cmd/s (target ≥ 100%)`);
+    for (const t of targets) say(`${gen}: ${t}`);
   }
-  const gwwGet = find('gateway-workers', 'get', 32), wdGet = find('webdis', 'get', 32);
-  if (gwwGet && wdGet) targets.push(`single GET c=32, GATEWAY_WORKERS=${workers}: ${((100 * gwwGet.rps) / wdGet.rps).toFixed(0)}% of webdis with ${workers} threads (target ≥ 50%)`);
-  if (gw100 && fl100) targets.push(`pipeline100 c=32: gateway ${((100 * gw100.cps) / fl100.cps).toFixed(0)}% of floor cmd/s (target ≥ 100%)`);
-  for (const t of targets) say(t);
+}
+
+/** `BENCH_LOADGEN`: the generators to use, in order; wrk is dropped (with a line) when not on PATH. */
+function envLoadGens(): LoadGen[] {
+  const wanted = envList('BENCH_LOADGEN', LOADGENS.join(','));
+  const gens = LOADGENS.filter((g) => wanted.includes(g));
+  const unknown = wanted.filter((g) => !gens.some((x) => x === g));
+  if (unknown.length > 0) throw new Error(`BENCH_LOADGEN: unknown generator(s) ${unknown.join(', ')} (known: ${LOADGENS.join(', ')})`);
+  if (gens.includes('wrk') && !onPath('wrk')) {
+    say('wrk not on PATH (apt-get install wrk): skipped');
+    return gens.filter((g) => g !== 'wrk');
+  }
+  return gens;
 }
 
 main().catch((err: unknown) => {
