@@ -1,8 +1,12 @@
 /**
- * What both benchmarks share: reading their `BENCH_*` settings, describing the machine, and the
+ * What the benchmarks share: reading their `BENCH_*` settings, describing the machine, and the
  * numbers and tables they print. Each benchmark keeps its own workloads and measuring loop.
  */
 import os from 'node:os';
+import { join } from 'node:path';
+
+/** The repository's top folder (bench/ is one below it). */
+export const ROOT = join(import.meta.dirname, '..');
 
 /** A progress line on stdout, marked as the bench's own among its children's output. */
 export function say(line: string): void {
@@ -29,12 +33,22 @@ export function envConcurrencies(fallback: string): number[] {
   });
 }
 
+/**
+ * The items of env var `variable` that are among `known` (all of them by default), in the order of
+ * `known`; a name that is not known is an error naming it.
+ * @example envPick('BENCH_LOADGEN', ['autocannon', 'wrk']) // ['wrk'] when BENCH_LOADGEN=wrk
+ */
+export function envPick<N extends string>(variable: string, known: readonly N[]): N[] {
+  const wanted = envList(variable, known.join(','));
+  const unknown = wanted.filter((w) => !known.some((k) => k === w));
+  if (unknown.length > 0) throw new Error(`${variable}: unknown name(s) ${unknown.join(', ')} (known: ${known.join(', ')})`);
+  return known.filter((k) => wanted.includes(k));
+}
+
 /** `BENCH_WORKLOADS`: the workloads it names (all by default), in the order of `all`. */
 export function envWorkloads<W extends { name: string }>(all: readonly W[]): W[] {
-  const wanted = envList('BENCH_WORKLOADS', all.map((w) => w.name).join(','));
-  const unknown = wanted.filter((w) => !all.some((x) => x.name === w));
-  if (unknown.length > 0) throw new Error(`BENCH_WORKLOADS: unknown workload(s) ${unknown.join(', ')}`);
-  return all.filter((w) => wanted.includes(w.name));
+  const names = envPick('BENCH_WORKLOADS', all.map((w) => w.name));
+  return all.filter((w) => names.includes(w.name));
 }
 
 /** OS, CPUs, memory and Node version, printed with every result so numbers keep their context. */

@@ -12,12 +12,11 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { ROOT } from './common.ts';
 
 export type LoadGen = 'autocannon' | 'wrk';
 export interface LoadRequest { method: 'GET' | 'POST'; path: string; body?: string; token: string }
 export interface LoadResult { rps: number; p50: number; p99: number }
-
-const ROOT = join(import.meta.dirname, '..');
 
 const wrkThreads = Number(process.env['BENCH_WRK_THREADS'] ?? 1);
 if (!Number.isInteger(wrkThreads) || wrkThreads <= 0) throw new Error(`BENCH_WRK_THREADS must be a positive whole number, got "${process.env['BENCH_WRK_THREADS']}"`);

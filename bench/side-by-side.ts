@@ -27,12 +27,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { freePort, startRedisServer } from '../test/support/redis-process.ts';
-import { envConcurrencies, envList, envWorkloads, fmtInt, fmtMs, machineDescription, say, table } from './common.ts';
-import { measure, type LoadGen } from './loadgen.ts';
+import { envConcurrencies, envPick, envWorkloads, fmtInt, fmtMs, machineDescription, ROOT, say, table } from './common.ts';
+import { measure, type LoadGen, type LoadRequest } from './loadgen.ts';
 
 const TOKEN = 'bench-token';
 const KEY = 'bench:sbs:k';
-const ROOT = join(import.meta.dirname, '..');
 const LOADGENS: readonly LoadGen[] = ['autocannon', 'wrk'];
 const duration = Number(process.env['BENCH_DURATION_S'] ?? 5);
 if (!Number.isFinite(duration) || duration <= 0) throw new Error(`BENCH_DURATION_S must be a positive number, got "${process.env['BENCH_DURATION_S']}"`);
@@ -48,7 +47,8 @@ if (!Number.isInteger(rounds) || rounds <= 0) throw new Error(`BENCH_ROUNDS must
 
 type ServerName = 'gateway' | 'gateway-workers' | 'floor' | 'webdis';
 interface Server { name: ServerName; url: string; child: ChildProcess }
-interface Request { method: 'GET' | 'POST'; path: string; body?: string }
+/** What a workload asks of one server; the token is added where it is sent. */
+type Request = Omit<LoadRequest, 'token'>;
 interface Workload { name: string; commands: number; request(server: ServerName): Request | undefined }
 interface Row { server: string; loadgen: string; workload: string; conc: number; rps: number; cps: number; p50: number; p99: number }
 
@@ -215,10 +215,7 @@ async function main(): Promise<void> {
 
 /** `BENCH_LOADGEN`: the generators to use, in order; wrk is dropped (with a line) when not on PATH. */
 function envLoadGens(): LoadGen[] {
-  const wanted = envList('BENCH_LOADGEN', LOADGENS.join(','));
-  const gens = LOADGENS.filter((g) => wanted.includes(g));
-  const unknown = wanted.filter((g) => !gens.some((x) => x === g));
-  if (unknown.length > 0) throw new Error(`BENCH_LOADGEN: unknown generator(s) ${unknown.join(', ')} (known: ${LOADGENS.join(', ')})`);
+  const gens = envPick('BENCH_LOADGEN', LOADGENS);
   if (gens.includes('wrk') && !onPath('wrk')) {
     say('wrk not on PATH (apt-get install wrk): skipped');
     return gens.filter((g) => g !== 'wrk');
